@@ -1,0 +1,201 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * The channel: how the kernel takes system calls from the client's
+ * submission ring and hands results back on its completion ring, and the
+ * doorbells in both directions (see protocol.h).
+ *
+ * These functions are the kernel's um_lib_host_ops: they run in kernel
+ * context, on a kernel stack, with the kernel's own serialisation (one
+ * hostcall task at a time takes a call).  They only touch the window and
+ * the doorbell socket, and never block.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdatomic.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "host.h"
+
+static struct lkl_um_window *window;
+static struct lkl_um_sqe *sq_entries;
+static struct lkl_um_cqe *cq_entries;
+static int doorbell_fd = -1;
+static int console_fd = 2;
+static uint64_t idle_poll_ns;
+
+#define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
+#define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
+#define full_barrier() __atomic_thread_fence(__ATOMIC_SEQ_CST)
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + ts.tv_nsec;
+}
+
+static void ring_client(void)
+{
+	static const char bell;
+
+	/* A full socket queue holds a doorbell already. */
+	while (send(doorbell_fd, &bell, 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0 &&
+	       errno == EINTR)
+		;
+}
+
+static int calls_waiting(void)
+{
+	return load_acquire(&window->sq.tail) != window->sq.head ||
+	       load_acquire(&window->halt_requested);
+}
+
+/* --- um_lib_host_ops ----------------------------------------------------- */
+
+static void console_write(const char *buf, unsigned int len)
+{
+	while (len) {
+		ssize_t n = write(console_fd, buf, len);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return;
+		buf += n;
+		len -= n;
+	}
+}
+
+static void booted(void)
+{
+	store_release(&window->state, LKL_UM_STATE_RUNNING);
+	ring_client();
+}
+
+static int take_call(struct um_lib_call *call)
+{
+	uint32_t head = window->sq.head;
+	uint32_t tail = load_acquire(&window->sq.tail);
+	const struct lkl_um_sqe *sqe;
+	int i;
+
+	if (head == tail)
+		return load_acquire(&window->halt_requested) ? UM_LIB_HALT :
+							       UM_LIB_NONE;
+
+	sqe = &sq_entries[head & (window->sq_entries - 1)];
+	call->nr = sqe->nr;
+	for (i = 0; i < 6; i++)
+		call->args[i] = sqe->args[i];
+	call->cookie = sqe->tag;
+	store_release(&window->sq.head, head + 1);
+
+	return tail - head > 1 ? UM_LIB_TAKEN_MORE : UM_LIB_TAKEN;
+}
+
+static void complete_call(unsigned long long cookie, long ret)
+{
+	uint32_t tail = window->cq.tail;
+	struct lkl_um_cqe *cqe;
+
+	/*
+	 * The client keeps at most cq_entries calls in flight, so there is
+	 * always room; a client that breaks that rule loses results.
+	 */
+	if (tail - load_acquire(&window->cq.head) >= window->cq_entries)
+		return;
+
+	cqe = &cq_entries[tail & (window->cq_entries - 1)];
+	cqe->ret = ret;
+	cqe->tag = cookie;
+	store_release(&window->cq.tail, tail + 1);
+
+	full_barrier();
+	if (__atomic_load_n(&window->cq.flags, __ATOMIC_RELAXED) &
+	    LKL_UM_NEED_WAKEUP &&
+	    __atomic_exchange_n(&window->cq.flags, 0, __ATOMIC_SEQ_CST) &
+	    LKL_UM_NEED_WAKEUP)
+		ring_client();
+}
+
+static int ack_doorbell(void)
+{
+	char buf[64];
+
+	for (;;) {
+		ssize_t n = recv(doorbell_fd, buf, sizeof(buf), MSG_DONTWAIT);
+
+		if (n > 0)
+			continue;
+		if (n == 0)
+			return -EPIPE;
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN)
+			return 0;
+		/* ECONNRESET and the like: the client has gone. */
+		return -errno;
+	}
+}
+
+static int arm_doorbell(void)
+{
+	__atomic_store_n(&window->sq.flags, LKL_UM_NEED_WAKEUP,
+			 __ATOMIC_RELAXED);
+	full_barrier();
+	return calls_waiting();
+}
+
+static int idle_poll(void)
+{
+	uint64_t deadline;
+
+	if (!idle_poll_ns)
+		return 0;
+
+	/* While we poll, the client need not ring. */
+	__atomic_store_n(&window->sq.flags, 0, __ATOMIC_RELAXED);
+	deadline = now_ns() + idle_poll_ns;
+	do {
+		if (calls_waiting())
+			return 1;
+		__builtin_ia32_pause();
+	} while (now_ns() < deadline);
+
+	return arm_doorbell();
+}
+
+static struct um_lib_host_ops channel_ops = {
+	.console_write	= console_write,
+	.booted		= booted,
+	.take_call	= take_call,
+	.complete_call	= complete_call,
+	.ack_doorbell	= ack_doorbell,
+	.arm_doorbell	= arm_doorbell,
+	.idle_poll	= idle_poll,
+};
+
+const struct um_lib_host_ops *lklum_channel_init(struct lkl_um_window *w,
+						 int channel_fd,
+						 unsigned int poll_us)
+{
+	window = w;
+	sq_entries = lkl_um_sq_entries(w);
+	cq_entries = lkl_um_cq_entries(w);
+	doorbell_fd = channel_fd;
+	idle_poll_ns = (uint64_t)poll_us * 1000;
+
+	channel_ops.window_start = (unsigned long)w;
+	channel_ops.window_size = w->size;
+	channel_ops.doorbell_fd = channel_fd;
+	return &channel_ops;
+}
+
+void lklum_channel_halted(void)
+{
+	store_release(&window->state, LKL_UM_STATE_HALTED);
+}

@@ -1,0 +1,21 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * The host part of the kernel process: what its files share.
+ *
+ * Everything here is linked into one executable with the kernel, so every
+ * global name starts with lklum_ to stay clear of the kernel's.
+ */
+
+#ifndef LKLUM_HOST_H
+#define LKLUM_HOST_H
+
+#include <lkl_um/protocol.h>
+#include <um_library.h>
+
+/* channel.c */
+const struct um_lib_host_ops *lklum_channel_init(struct lkl_um_window *w,
+						 int channel_fd,
+						 unsigned int poll_us);
+void lklum_channel_halted(void);
+
+#endif

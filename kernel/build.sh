@@ -12,6 +12,7 @@
 #                                               -Wl,--script=OUT/vmlinux.lds)
 #   include/um_library.h                        the host interface
 #   include/uapi/                               the kernel's UAPI headers
+#   include/internal/                           ABI that UAPI leaves out
 #   config kernel.release inputs.sha256         what was built, from what
 #
 # A build is kept in the cache (LKL_UM_CACHE, default ~/.cache/lkl-um) under
@@ -167,6 +168,13 @@ sed -e 's# *-Wl,--script=[^ ]*##' "$obj/arch/um/library-ldflags" > "$stage/link-
 cp "$obj/arch/um/library-ldlibs" "$stage/link-libs"
 cp "$tree/arch/um/include/shared/um_library.h" "$stage/include/"
 cp -a "$obj/uapi/include" "$stage/include/uapi"
+# ABI the UAPI headers leave out: linux_dirent64, and the umount2() and
+# utimensat() constants.
+mkdir -p "$stage/include/internal"
+cp "$tree/include/linux/dirent.h" "$stage/include/internal/linux_dirent.h"
+grep -h -E '^#define (MNT_FORCE|MNT_DETACH|MNT_EXPIRE|UMOUNT_NOFOLLOW|UTIME_NOW|UTIME_OMIT)\b' \
+	"$tree/include/linux/fs.h" "$tree/include/linux/stat.h" \
+	> "$stage/include/internal/constants.h"
 cp "$obj/.config" "$stage/config"
 make -s -C "$tree" O="$obj" ARCH=um kernelrelease > "$stage/kernel.release"
 echo "$inputs" > "$stage/inputs.sha256"

@@ -75,11 +75,13 @@ struct lkl_um {
 	struct lkl_um_cqe *cq;
 
 	int sock;			/* our end of the doorbell pair */
+	int window_fd;			/* the window's memfd */
 	int console_fd;			/* the in-memory console, or -1 */
 	pid_t pid;
 	int exit_status;		/* -1 while the process runs */
 	int gone;			/* the kernel process has gone */
 	int sleeper;			/* a thread sleeps in poll() */
+	int armed;			/* we asked for a doorbell */
 	uint64_t spin_ns;
 
 	struct slot slots[RING_ENTRIES];
@@ -148,22 +150,46 @@ static int private_fd(int fd)
 
 static void fail_in_flight(struct lkl_um *k);
 
-/* Drains doorbells; notices the kernel process going.  Lock held. */
-static void drain_doorbell(struct lkl_um *k)
+/* Reads every doorbell waiting; notices the kernel process going.  Returns
+ * whether anything was read.  Lock held. */
+static int drain_socket(struct lkl_um *k)
 {
+	int got = 0;
 	char buf[64];
 
 	while (!k->gone) {
 		ssize_t n = recv(k->sock, buf, sizeof(buf), MSG_DONTWAIT);
 
-		if (n > 0)
+		if (n > 0) {
+			got = 1;
 			continue;
+		}
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0 && errno == EAGAIN)
 			break;
 		k->gone = 1;
+		got = 1;
 	}
+	return got;
+}
+
+/*
+ * Takes back a request for a doorbell, or reads the doorbell it brought:
+ * no system call unless we asked.  (lkl_um_reap() reads the socket anyway
+ * when it finds nothing, to see an end of file.)  Lock held.
+ */
+static void drain_doorbell(struct lkl_um *k)
+{
+	if (!k->armed)
+		return;
+	if (__atomic_exchange_n(&k->window->cq.flags, 0, __ATOMIC_SEQ_CST) &
+	    LKL_UM_NEED_WAKEUP) {
+		k->armed = 0;	/* the kernel never saw it: no doorbell */
+		return;
+	}
+	if (drain_socket(k))
+		k->armed = 0;	/* else it is on its way: read it next time */
 }
 
 /* A slot is freed by whoever takes its result: the waiting thread, or
@@ -221,6 +247,7 @@ static void fail_in_flight(struct lkl_um *k)
 /* Asks for a doorbell with the next result; returns 1 if one came already. */
 static int arm_completions(struct lkl_um *k)
 {
+	k->armed = 1;
 	__atomic_store_n(&k->window->cq.flags, LKL_UM_NEED_WAKEUP,
 			 __ATOMIC_RELAXED);
 	full_barrier();
@@ -294,7 +321,8 @@ static void sleep_for_results(struct lkl_um *k)
 		poll(&pfd, 1, 1000);
 		pthread_mutex_lock(&k->lock);
 	}
-	drain_doorbell(k);
+	if (drain_socket(k))
+		k->armed = 0;
 	k->sleeper = 0;
 	pthread_cond_broadcast(&k->cond);
 }
@@ -355,8 +383,14 @@ int lkl_um_reap(struct lkl_um *k, struct lkl_um_completion *out,
 	pthread_mutex_lock(&k->lock);
 	drain_doorbell(k);
 	reap_ring(k);
-	if (!k->nr_ready && !k->gone && arm_completions(k))
-		reap_ring(k);
+	if (!k->nr_ready && !k->gone) {
+		/* Nothing came: has the kernel process gone (end of file)? */
+		drain_socket(k);
+		if (!k->gone && arm_completions(k))
+			reap_ring(k);
+		else if (k->gone)
+			reap_ring(k);
+	}
 	while (n < max && k->nr_ready) {
 		uint32_t i = k->ready[k->ready_head];
 
@@ -368,6 +402,15 @@ int lkl_um_reap(struct lkl_um *k, struct lkl_um_completion *out,
 	}
 	pthread_mutex_unlock(&k->lock);
 	return (int)n;
+}
+
+int lkl_um_pending(struct lkl_um *k)
+{
+	/* Unlocked and without a system call: a hint for pollers. */
+	return __atomic_load_n(&k->nr_ready, __ATOMIC_RELAXED) ||
+	       load_acquire(&k->window->cq.tail) !=
+		       __atomic_load_n(&k->window->cq.head, __ATOMIC_RELAXED) ||
+	       __atomic_load_n(&k->gone, __ATOMIC_RELAXED);
 }
 
 int lkl_um_event_fd(const struct lkl_um *k)
@@ -412,6 +455,11 @@ void *lkl_um_window(struct lkl_um *k, size_t *size)
 	if (size)
 		*size = k->window_size;
 	return k->window;
+}
+
+int lkl_um_window_fd(const struct lkl_um *k)
+{
+	return k->window_fd;
 }
 
 /* --- the kernel process --------------------------------------------------- */
@@ -606,7 +654,7 @@ static int wait_booted(struct lkl_um *k, unsigned int timeout_ms)
 
 		if (load_acquire(&k->window->state) == LKL_UM_STATE_RUNNING)
 			return 0;
-		drain_doorbell(k);
+		drain_socket(k);
 		if (k->gone) {
 			poll_exit(k, 0);
 			return -ECHILD;
@@ -625,6 +673,8 @@ static void free_handle(struct lkl_um *k)
 		close(k->sock);
 	if (k->console_fd >= 0)
 		close(k->console_fd);
+	if (k->window_fd >= 0)
+		close(k->window_fd);
 	if (k->heap.block)
 		lklum_heap_destroy(&k->heap);
 	pthread_mutex_destroy(&k->lock);
@@ -656,29 +706,22 @@ static int try_start(struct lkl_um *k, const struct lkl_um_options *opts,
 {
 	unsigned int timeout = opts->boot_timeout_ms ? opts->boot_timeout_ms :
 						       DEFAULT_BOOT_TIMEOUT_MS;
-	int window_fd, pair[2], console_fd, err;
+	int pair[2], console_fd, err;
 
-	window_fd = private_fd(memfd_create("lkl-um-window", MFD_CLOEXEC));
-	if (window_fd < 0 || ftruncate(window_fd, k->window_size) < 0) {
-		err = fail(-errno, "cannot make the window: %s",
-			   strerror(errno));
-		if (window_fd >= 0)
-			close(window_fd);
-		return err;
-	}
-	k->window = map_window(window_fd, k->window_size);
+	k->window_fd = private_fd(memfd_create("lkl-um-window", MFD_CLOEXEC));
+	if (k->window_fd < 0 || ftruncate(k->window_fd, k->window_size) < 0)
+		return fail(-errno, "cannot make the window: %s",
+			    strerror(errno));
+	k->window = map_window(k->window_fd, k->window_size);
 	if (k->window == MAP_FAILED) {
 		k->window = NULL;
-		close(window_fd);
 		return -EAGAIN;
 	}
 	init_window(k, heap_size);
 
-	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0) {
-		close(window_fd);
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, pair) < 0)
 		return fail(-errno, "cannot make the doorbell socket: %s",
 			    strerror(errno));
-	}
 	k->sock = private_fd(pair[0]);
 	pair[1] = private_fd(pair[1]);
 	fcntl(k->sock, F_SETFL, O_NONBLOCK);
@@ -690,8 +733,7 @@ static int try_start(struct lkl_um *k, const struct lkl_um_options *opts,
 		console_fd = k->console_fd;
 	}
 
-	err = spawn_kernel(k, opts, kernel, window_fd, pair[1], console_fd);
-	close(window_fd);
+	err = spawn_kernel(k, opts, kernel, k->window_fd, pair[1], console_fd);
 	close(pair[1]);
 	if (err)
 		return err;
@@ -723,7 +765,9 @@ static void reset_attempt(struct lkl_um *k)
 		close(k->sock);
 	if (k->console_fd >= 0)
 		close(k->console_fd);
-	k->sock = k->console_fd = -1;
+	if (k->window_fd >= 0)
+		close(k->window_fd);
+	k->sock = k->console_fd = k->window_fd = -1;
 	k->gone = 0;
 	k->pid = 0;
 	k->exit_status = -1;
@@ -756,7 +800,7 @@ int lkl_um_start(const struct lkl_um_options *opts, struct lkl_um **kp)
 	pthread_mutex_init(&k->lock, NULL);
 	pthread_mutex_init(&k->heap_lock, NULL);
 	pthread_cond_init(&k->cond, NULL);
-	k->sock = k->console_fd = -1;
+	k->sock = k->console_fd = k->window_fd = -1;
 	k->exit_status = -1;
 	k->spin_ns = (uint64_t)(opts->spin_us >= 0 ? opts->spin_us :
 				DEFAULT_SPIN_US) * 1000;

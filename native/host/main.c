@@ -124,17 +124,21 @@ int main(int argc, char **argv, char **envp)
 	dup2(2, 1);
 
 	/*
-	 * The kernel command line: argv[0], our console, then what follows
-	 * "--", which may choose another console.
+	 * The kernel command line: argv[0], our console, a tmpfs as the root
+	 * (xattrs, ACLs, a size limit: ramfs has none of them), then what
+	 * follows "--", which may override both.
 	 */
-	kernel_argc = 2 + (i < argc ? argc - i - 1 : 0);
+	static char *defaults[] = { "console=host", "rootfstype=tmpfs" };
+	const int nr_defaults = sizeof(defaults) / sizeof(defaults[0]);
+
+	kernel_argc = 1 + nr_defaults + (i < argc ? argc - i - 1 : 0);
 	kernel_argv = calloc(kernel_argc + 1, sizeof(*kernel_argv));
 	if (!kernel_argv)
 		return 1;
 	kernel_argv[0] = argv[0];
-	kernel_argv[1] = "console=host";
-	memcpy(kernel_argv + 2, argv + i + 1,
-	       (kernel_argc - 2) * sizeof(*kernel_argv));
+	memcpy(kernel_argv + 1, defaults, sizeof(defaults));
+	memcpy(kernel_argv + 1 + nr_defaults, argv + i + 1,
+	       (kernel_argc - 1 - nr_defaults) * sizeof(*kernel_argv));
 
 	ops = lklum_channel_init(window, channel_fd, poll_us);
 	ret = uml_library_main(ops, kernel_argc, kernel_argv, envp);

@@ -130,6 +130,14 @@ int lkl_um_reap(struct lkl_um *k, struct lkl_um_completion *out,
 		unsigned int max);
 
 /**
+ * lkl_um_pending() - whether lkl_um_reap() has results to give
+ *
+ * Cheap (no lock, no system call): for callers that poll while calls are
+ * in flight.  Only lkl_um_reap() arms the event fd.
+ */
+int lkl_um_pending(struct lkl_um *k);
+
+/**
  * lkl_um_event_fd() - an fd that polls readable when lkl_um_reap() has
  * results, or the kernel process has gone.  Owned by @k: do not read it.
  */
@@ -156,6 +164,13 @@ void lkl_um_free(struct lkl_um *k, void *buf);
  * @size: set to its size in bytes
  */
 void *lkl_um_window(struct lkl_um *k, size_t *size);
+
+/**
+ * lkl_um_window_fd() - the window's memfd, to map it a second time (for a
+ * mapping that must outlive the handle).  Owned by @k: do not close it.
+ * Calls still take addresses in the lkl_um_window() mapping.
+ */
+int lkl_um_window_fd(const struct lkl_um *k);
 
 /**
  * lkl_um_halt() - halt the kernel: it syncs, unmounts every filesystem and

@@ -1,0 +1,261 @@
+// kernel.fs against the kernel's tmpfs: every call, its results and its
+// errors, compared where it makes sense with what node:fs does on the host.
+import { randomBytes } from 'node:crypto';
+import { CONSTANTS as C, Kernel, KernelError } from '../src';
+
+let k: Kernel;
+beforeAll(async () => {
+  k = await Kernel.boot({ memory: '1G' });
+  await k.fs.mkdir('/t');
+});
+afterAll(() => k.shutdown());
+
+const fs = () => k.fs;
+
+describe('files', () => {
+  test('writeFile, readFile, appendFile', async () => {
+    await fs().writeFile('/t/a', 'hello');
+    expect(await fs().readFile('/t/a', 'utf8')).toBe('hello');
+    await fs().appendFile('/t/a', ', world');
+    expect((await fs().readFile('/t/a')).toString()).toBe('hello, world');
+    await fs().writeFile('/t/a', Buffer.from([0, 1, 2]));
+    expect([...(await fs().readFile('/t/a'))]).toEqual([0, 1, 2]);
+    await expect(fs().writeFile('/t/a', 'x', { flag: 'wx' })).rejects.toMatchObject({
+      code: 'EEXIST',
+      syscall: 'open',
+      path: '/t/a',
+    });
+  });
+
+  test('large files go in chunks and come back whole', async () => {
+    const data = randomBytes(40 * 1024 * 1024 + 12345);
+    await fs().writeFile('/t/big', data);
+    expect((await fs().stat('/t/big')).size).toBe(data.length);
+    expect((await fs().readFile('/t/big')).equals(data)).toBe(true);
+  });
+
+  test('open and a FileHandle: read, write, readv, writev, positions', async () => {
+    const fh = await fs().open('/t/fh', 'w+', 0o640);
+    try {
+      expect((await fh.write('0123456789')).bytesWritten).toBe(10);
+      expect((await fh.write(Buffer.from('abc'), 0, 3, 2)).bytesWritten).toBe(3);
+      const { bytesRead, buffer } = await fh.read(Buffer.alloc(10), 0, 10, 0);
+      expect(bytesRead).toBe(10);
+      expect(buffer.toString()).toBe('01abc56789');
+      await fh.writev([Buffer.from('XY'), Buffer.from('Z')], 7);
+      const parts = [Buffer.alloc(3), Buffer.alloc(4)];
+      expect((await fh.readv(parts, 3)).bytesRead).toBe(7);
+      expect(Buffer.concat(parts).toString()).toBe('bc56XYZ');
+      await fh.truncate(4);
+      expect((await fh.stat()).size).toBe(4);
+      await fh.sync();
+      await fh.datasync();
+      await fh.chmod(0o600);
+      await fh.chown(12, 34);
+      await fh.utimes(1_000_000_000, new Date(2_000_000_000_000));
+      const st = await fh.stat({ bigint: true });
+      expect(st.mode & 0o7777n).toBe(0o600n);
+      expect([st.uid, st.gid]).toEqual([12n, 34n]);
+      expect(st.atimeNs).toBe(1_000_000_000_000_000_000n);
+      expect(st.mtimeMs).toBe(2_000_000_000_000n);
+      expect(await fh.readFile('utf8')).toBe('');
+    } finally {
+      await fh.close();
+    }
+    await expect(fh.close()).resolves.toBeUndefined();
+  });
+
+  test('reading from the file position, and appending', async () => {
+    await fs().writeFile('/t/pos', 'abcdef');
+    const fh = await fs().open('/t/pos', 'a+');
+    await fh.write('gh');
+    const b = Buffer.alloc(3);
+    expect((await fh.read(b, 0, 3, 0)).bytesRead).toBe(3);
+    await fh.close();
+    expect(await fs().readFile('/t/pos', 'utf8')).toBe('abcdefgh');
+  });
+
+  test('truncate and copyFile keep content and mode', async () => {
+    await fs().writeFile('/t/src', 'copy me please', { mode: 0o751 });
+    await fs().truncate('/t/src', 7);
+    await fs().copyFile('/t/src', '/t/dst');
+    expect(await fs().readFile('/t/dst', 'utf8')).toBe('copy me');
+    expect((await fs().stat('/t/dst')).mode & 0o777).toBe(0o751);
+    await expect(fs().copyFile('/t/src', '/t/dst', 1)).rejects.toMatchObject({ code: 'EEXIST' });
+  });
+});
+
+describe('status', () => {
+  test('stat and lstat, numbers and bigints with nanoseconds', async () => {
+    await fs().writeFile('/t/s', '12345');
+    await fs().symlink('s', '/t/s-link');
+    await fs().utimes('/t/s', 1_600_000_000_123_456_789n, 1_700_000_000_987_654_321n);
+    const st = await fs().stat('/t/s-link');
+    expect(st.isFile()).toBe(true);
+    expect(st.size).toBe(5);
+    expect(st.nlink).toBe(1);
+    expect(st.ino).toBeGreaterThan(0);
+    expect(st.mtimeMs).toBeCloseTo(1_700_000_000_987.654, 2);
+    const big = await fs().stat('/t/s', { bigint: true });
+    expect(big.atimeNs).toBe(1_600_000_000_123_456_789n);
+    expect(big.mtimeNs).toBe(1_700_000_000_987_654_321n);
+    expect(big.blocks).toBeGreaterThan(0n);
+    const l = await fs().lstat('/t/s-link');
+    expect(l.isSymbolicLink()).toBe(true);
+    await fs().lutimes('/t/s-link', 5, 6.5);
+    expect((await fs().lstat('/t/s-link', { bigint: true })).mtimeNs).toBe(6_500_000_000n);
+  });
+
+  test('chmod, chown, lchown, access', async () => {
+    await fs().writeFile('/t/m', '');
+    await fs().chmod('/t/m', 0o4755);
+    expect((await fs().stat('/t/m')).mode & 0o7777).toBe(0o4755);
+    await fs().chown('/t/m', 1234, 5678);
+    expect((await fs().stat('/t/m')).uid).toBe(1234);
+    await fs().symlink('m', '/t/m-link');
+    await fs().lchown('/t/m-link', 42, 43);
+    expect((await fs().lstat('/t/m-link')).gid).toBe(43);
+    expect((await fs().stat('/t/m-link')).gid).toBe(5678);
+    await fs().access('/t/m');
+    await expect(fs().access('/t/none')).rejects.toMatchObject({ code: 'ENOENT', syscall: 'access' });
+  });
+
+  test('mknod makes FIFOs and devices', async () => {
+    await fs().mknod('/t/fifo', C.S_IFIFO | 0o644);
+    expect((await fs().stat('/t/fifo')).isFIFO()).toBe(true);
+    await fs().mknod('/t/null', C.S_IFCHR | 0o666, (1 << 8) | 3);
+    const st = await fs().stat('/t/null');
+    expect(st.isCharacterDevice()).toBe(true);
+    expect(st.rdev).toBe((1 << 8) | 3);
+  });
+
+  test('statfs', async () => {
+    const s = await fs().statfs('/t');
+    expect(s.type).toBe(0x01021994); // TMPFS_MAGIC
+    expect(s.blocks).toBeGreaterThan(0);
+    expect(typeof (await fs().statfs('/t', { bigint: true })).bfree).toBe('bigint');
+  });
+});
+
+describe('names and directories', () => {
+  test('mkdir recursive returns the first directory made', async () => {
+    expect(await fs().mkdir('/t/d1/d2/d3', { recursive: true })).toBe('/t/d1');
+    expect(await fs().mkdir('/t/d1/d2/d3', { recursive: true })).toBeUndefined();
+    await expect(fs().mkdir('/t/d1')).rejects.toMatchObject({ code: 'EEXIST', syscall: 'mkdir' });
+    await fs().writeFile('/t/file', '');
+    await expect(fs().mkdir('/t/file/sub', { recursive: true })).rejects.toMatchObject({ code: 'ENOTDIR' });
+  });
+
+  test('readdir sorted, with types; opendir iterates', async () => {
+    await fs().mkdir('/t/r');
+    for (const name of ['b', 'a', 'ü', 'c']) await fs().writeFile(`/t/r/${name}`, name);
+    await fs().mkdir('/t/r/dir');
+    expect(await fs().readdir('/t/r')).toEqual(['a', 'b', 'c', 'dir', 'ü']);
+    const typed = await fs().readdir('/t/r', { withFileTypes: true });
+    expect(typed.map((d) => [d.name, d.isDirectory(), d.parentPath])).toContainEqual(['dir', true, '/t/r']);
+    const seen: string[] = [];
+    for await (const d of await fs().opendir('/t/r')) seen.push(d.name);
+    expect(seen.sort()).toEqual(['a', 'b', 'c', 'dir', 'ü']);
+    await expect(fs().readdir('/t/r/a')).rejects.toMatchObject({ code: 'ENOTDIR' });
+  });
+
+  test('a directory of many entries', async () => {
+    await fs().mkdir('/t/many');
+    await Promise.all(Array.from({ length: 2000 }, (_, i) => fs().writeFile(`/t/many/${i}`, '')));
+    expect(await fs().readdir('/t/many')).toHaveLength(2000);
+  });
+
+  test('rename, link, symlink, readlink, unlink, rmdir, rm', async () => {
+    await fs().writeFile('/t/n1', 'x');
+    await fs().rename('/t/n1', '/t/n2');
+    await expect(fs().access('/t/n1')).rejects.toMatchObject({ code: 'ENOENT' });
+    await fs().writeFile('/t/n3', 'y');
+    await expect(fs().rename('/t/n2', '/t/n3', C.RENAME_NOREPLACE)).rejects.toMatchObject({
+      code: 'EEXIST',
+      path: '/t/n2',
+      dest: '/t/n3',
+    });
+    await fs().rename('/t/n2', '/t/n3', C.RENAME_EXCHANGE);
+    expect(await fs().readFile('/t/n3', 'utf8')).toBe('x');
+    await fs().link('/t/n3', '/t/n4');
+    expect((await fs().stat('/t/n3')).nlink).toBe(2);
+    await fs().symlink('/t/n3', '/t/n5');
+    expect(await fs().readlink('/t/n5')).toBe('/t/n3');
+    await fs().unlink('/t/n4');
+    await fs().mkdir('/t/tree/a/b', { recursive: true });
+    await fs().writeFile('/t/tree/a/b/f', '');
+    await expect(fs().rmdir('/t/tree')).rejects.toMatchObject({ code: 'ENOTEMPTY' });
+    await expect(fs().rm('/t/tree')).rejects.toMatchObject({ code: 'EISDIR' });
+    await fs().rm('/t/tree', { recursive: true });
+    await expect(fs().stat('/t/tree')).rejects.toMatchObject({ code: 'ENOENT' });
+    await fs().rm('/t/tree', { force: true });
+    await expect(fs().unlink('/t')).rejects.toMatchObject({ code: 'EISDIR' });
+  });
+});
+
+describe('extended attributes', () => {
+  test('set, get, list, remove, and the l variants', async () => {
+    await fs().writeFile('/t/x', '');
+    await fs().symlink('x', '/t/x-link');
+    await fs().setxattr('/t/x', 'user.one', 'first');
+    await fs().setxattr('/t/x', 'user.two', Buffer.alloc(10000, 7));
+    await fs().setxattr('/t/x', 'security.selinux', 'system_u:object_r:etc_t:s0\0');
+    expect((await fs().getxattr('/t/x', 'user.one')).toString()).toBe('first');
+    expect((await fs().getxattr('/t/x', 'user.two')).length).toBe(10000);
+    expect((await fs().listxattr('/t/x-link')).sort()).toEqual(['security.selinux', 'user.one', 'user.two']);
+    await expect(fs().setxattr('/t/x', 'user.one', 'again', C.XATTR_CREATE)).rejects.toMatchObject({
+      code: 'EEXIST',
+    });
+    await fs().removexattr('/t/x', 'user.one');
+    await expect(fs().getxattr('/t/x', 'user.one')).rejects.toMatchObject({ code: 'ENODATA' });
+    await fs().lsetxattr('/t/x-link', 'trusted.link', 'on the link');
+    expect(await fs().llistxattr('/t/x-link')).toEqual(['trusted.link']);
+    expect((await fs().lgetxattr('/t/x-link', 'trusted.link')).toString()).toBe('on the link');
+    await fs().lremovexattr('/t/x-link', 'trusted.link');
+    expect(await fs().llistxattr('/t/x-link')).toEqual([]);
+  });
+});
+
+describe('errors', () => {
+  test('are Node-style', async () => {
+    const e = await fs()
+      .readFile('/t/no/such')
+      .catch((err: unknown) => err);
+    expect(e).toBeInstanceOf(KernelError);
+    expect(e).toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'open', path: '/t/no/such' });
+    expect((e as Error).message).toBe("ENOENT: no such file or directory, open '/t/no/such'");
+  });
+
+  test('EISDIR, ENOTDIR', async () => {
+    await expect(fs().readFile('/t')).rejects.toMatchObject({ code: 'EISDIR' });
+    await fs().writeFile('/t/plain', '');
+    await expect(fs().stat('/t/plain/x')).rejects.toMatchObject({ code: 'ENOTDIR', syscall: 'stat' });
+  });
+
+  test('EACCES as a non-root user inside', async () => {
+    await fs().writeFile('/t/secret', 'no', { mode: 0o600 });
+    await fs().mkdir('/t/closed', 0o700);
+    const old = await k.sys.setfsuid(1000);
+    try {
+      await expect(fs().readFile('/t/secret')).rejects.toMatchObject({ code: 'EACCES', path: '/t/secret' });
+      await expect(fs().writeFile('/t/closed/f', '')).rejects.toMatchObject({ code: 'EACCES' });
+      // Every hostcall task runs as that user, not only the one that asked.
+      const results = await Promise.allSettled(Array.from({ length: 50 }, () => fs().readFile('/t/secret')));
+      expect(results.every((r) => r.status === 'rejected')).toBe(true);
+    } finally {
+      await k.sys.setfsuid(old);
+    }
+    expect(await fs().readFile('/t/secret', 'utf8')).toBe('no');
+  });
+
+  test('a full filesystem gives ENOSPC, and what was written before stays', async () => {
+    const args = k.alloc(64);
+    args.bytes.write('tmpfs\0/t/small\0size=1m\0');
+    await fs().mkdir('/t/small');
+    await k.sys.mount(args.address, args.address + 6, args.address, 0, args.address + 15);
+    args.free();
+    await fs().writeFile('/t/small/keep', 'safe');
+    await expect(fs().writeFile('/t/small/big', Buffer.alloc(4 << 20))).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(await fs().readFile('/t/small/keep', 'utf8')).toBe('safe');
+  });
+});

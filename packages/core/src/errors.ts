@@ -1,0 +1,55 @@
+// Errors the way Node reports them: a code (ENOENT), the errno, the system
+// call and the path, and a message like node:fs's.
+import { getSystemErrorMap } from 'node:util';
+import { ERRNO } from './generated/abi';
+
+const ESHUTDOWN = 108;
+const nameOf = new Map<number, string>();
+for (const [name, value] of Object.entries(ERRNO)) {
+  // Aliases (EWOULDBLOCK, EDEADLOCK) come after the names they alias.
+  if (!nameOf.has(value)) nameOf.set(value, name);
+}
+
+let messages: Map<number, [string, string]> | undefined;
+
+/** The errno name of a (positive) error number: 2 -> 'ENOENT'. */
+export function errnoName(errno: number): string {
+  return nameOf.get(errno) ?? `E${errno}`;
+}
+
+/** What node:fs would say for it: 2 -> 'no such file or directory'. */
+export function errnoMessage(errno: number): string {
+  messages ??= getSystemErrorMap();
+  return messages.get(-errno)?.[1] ?? 'unknown error';
+}
+
+/** An error from the kernel: what a node:fs call would throw. */
+export class KernelError extends Error {
+  readonly code: string;
+  readonly errno: number;
+  readonly syscall: string;
+  declare readonly path?: string;
+  declare readonly dest?: string;
+
+  constructor(errno: number, syscall: string, path?: string, dest?: string) {
+    const code = errnoName(errno);
+    const what = errno === ESHUTDOWN ? 'the kernel is gone (shut down, or its process died)' : errnoMessage(errno);
+    let message = `${code}: ${what}, ${syscall}`;
+    if (path !== undefined) message += ` '${path}'`;
+    if (dest !== undefined) message += ` -> '${dest}'`;
+    super(message);
+    this.name = 'KernelError';
+    this.code = code;
+    // Node reports errno negated, as libuv does.
+    this.errno = -errno;
+    this.syscall = syscall;
+    if (path !== undefined) Object.defineProperty(this, 'path', { value: path, enumerable: true });
+    if (dest !== undefined) Object.defineProperty(this, 'dest', { value: dest, enumerable: true });
+  }
+}
+
+/** Returns ret, or throws the KernelError a negative ret means. */
+export function check(ret: number, syscall: string, path?: string, dest?: string): number {
+  if (ret < 0 && ret > -4096) throw new KernelError(-ret, syscall, path, dest);
+  return ret;
+}

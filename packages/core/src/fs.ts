@@ -1,0 +1,821 @@
+// kernel.fs: the kernel's filesystems through the shape of node:fs/promises.
+// Every call runs in the kernel; paths are the kernel's, not the host's.
+//
+// Large reads and writes go through the window in chunks, several in
+// flight, so a 1 GiB readFile needs only a few MiB of window.
+import { check, KernelError } from './errors';
+import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
+import type { Kernel } from './kernel';
+import { BigIntStats, decodeDirents, decodeStatfs, decodeStatx, Dirent, StatFs, Stats } from './stats';
+import { cstringSize, WindowBuffer } from './window';
+
+export type PathLike = string | Buffer | URL;
+export type OpenFlags = string | number;
+export type TimeLike = number | string | Date | bigint;
+export type Data = string | Uint8Array;
+
+/** Bytes per read or write call on large transfers, and how many fly at once. */
+export const CHUNK = 1 << 20;
+export const DEPTH = 4;
+
+const EEXIST = 17;
+const ENOTDIR = 20;
+const EISDIR = 21;
+const ESPIPE = 29;
+const ERANGE = 34;
+
+function pathString(path: PathLike): string {
+  if (typeof path === 'string') return path;
+  if (Buffer.isBuffer(path)) return path.toString('utf8');
+  if (path.protocol !== 'file:') throw new TypeError(`not a file: URL: ${path.href}`);
+  return decodeURIComponent(path.pathname);
+}
+
+function pathBytes(path: PathLike): string | Buffer {
+  return Buffer.isBuffer(path) ? path : pathString(path);
+}
+
+const FLAGS: Record<string, number> = {
+  r: C.O_RDONLY,
+  rs: C.O_RDONLY | C.O_SYNC,
+  sr: C.O_RDONLY | C.O_SYNC,
+  'r+': C.O_RDWR,
+  'rs+': C.O_RDWR | C.O_SYNC,
+  'sr+': C.O_RDWR | C.O_SYNC,
+  w: C.O_TRUNC | C.O_CREAT | C.O_WRONLY,
+  wx: C.O_TRUNC | C.O_CREAT | C.O_WRONLY | C.O_EXCL,
+  xw: C.O_TRUNC | C.O_CREAT | C.O_WRONLY | C.O_EXCL,
+  'w+': C.O_TRUNC | C.O_CREAT | C.O_RDWR,
+  'wx+': C.O_TRUNC | C.O_CREAT | C.O_RDWR | C.O_EXCL,
+  'xw+': C.O_TRUNC | C.O_CREAT | C.O_RDWR | C.O_EXCL,
+  a: C.O_APPEND | C.O_CREAT | C.O_WRONLY,
+  ax: C.O_APPEND | C.O_CREAT | C.O_WRONLY | C.O_EXCL,
+  xa: C.O_APPEND | C.O_CREAT | C.O_WRONLY | C.O_EXCL,
+  as: C.O_APPEND | C.O_CREAT | C.O_WRONLY | C.O_SYNC,
+  sa: C.O_APPEND | C.O_CREAT | C.O_WRONLY | C.O_SYNC,
+  'a+': C.O_APPEND | C.O_CREAT | C.O_RDWR,
+  'ax+': C.O_APPEND | C.O_CREAT | C.O_RDWR | C.O_EXCL,
+  'xa+': C.O_APPEND | C.O_CREAT | C.O_RDWR | C.O_EXCL,
+  'as+': C.O_APPEND | C.O_CREAT | C.O_RDWR | C.O_SYNC,
+  'sa+': C.O_APPEND | C.O_CREAT | C.O_RDWR | C.O_SYNC,
+};
+
+export function parseFlags(flags: OpenFlags = 'r'): number {
+  if (typeof flags === 'number') return flags;
+  const f = FLAGS[flags];
+  if (f === undefined) throw new TypeError(`unknown file open flag: ${flags}`);
+  return f;
+}
+
+/** A time as seconds and nanoseconds: numbers are seconds, bigints nanoseconds. */
+export function toTimespec(t: TimeLike): { sec: bigint; nsec: bigint } {
+  if (typeof t === 'bigint') {
+    const sec = t / 1_000_000_000n - (t % 1_000_000_000n < 0n ? 1n : 0n);
+    return { sec, nsec: t - sec * 1_000_000_000n };
+  }
+  let seconds: number;
+  if (t instanceof Date) seconds = t.getTime() / 1000;
+  else if (typeof t === 'string' && /^-?\d+(\.\d+)?$/.test(t)) seconds = Number(t);
+  else if (typeof t === 'number') seconds = t;
+  else throw new TypeError(`not a time: ${String(t)}`);
+  const sec = Math.floor(seconds);
+  return { sec: BigInt(sec), nsec: BigInt(Math.min(999_999_999, Math.round((seconds - sec) * 1e9))) };
+}
+
+function toBuffer(data: Data, encoding: BufferEncoding = 'utf8'): Buffer {
+  if (typeof data === 'string') return Buffer.from(data, encoding);
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+interface StatOptions {
+  bigint?: boolean;
+}
+
+export interface ReadResult<T extends Uint8Array> {
+  bytesRead: number;
+  buffer: T;
+}
+
+export interface WriteResult<T> {
+  bytesWritten: number;
+  buffer: T;
+}
+
+export class KernelFs {
+  constructor(private readonly kernel: Kernel) {}
+
+  // --- plumbing -------------------------------------------------------------
+
+  /** Runs fn with the paths written into one window buffer. */
+  private async withPaths<T>(paths: PathLike[], fn: (...addrs: number[]) => Promise<T>): Promise<T> {
+    const bytes = paths.map(pathBytes);
+    const sizes = bytes.map(cstringSize);
+    return this.kernel.withBuffer(
+      sizes.reduce((a, b) => a + b, 0),
+      async (buf) => {
+        const addrs: number[] = [];
+        let at = 0;
+        for (let i = 0; i < bytes.length; i++) {
+          const b = bytes[i];
+          const n = typeof b === 'string' ? buf.bytes.write(b, at, 'utf8') : b.copy(buf.bytes, at);
+          buf.bytes[at + n] = 0;
+          addrs.push(buf.address + at);
+          at += sizes[i];
+        }
+        return fn(...addrs);
+      },
+    );
+  }
+
+  /** A system call on a path, checked. */
+  private async onPath(syscall: string, path: PathLike, call: (addr: number) => Promise<number>): Promise<number> {
+    return this.withPaths([path], async (addr) => check(await call(addr), syscall, pathString(path)));
+  }
+
+  private call(nr: number, ...args: (number | bigint)[]): Promise<number> {
+    return this.kernel.call(nr, ...args);
+  }
+
+  // --- opening --------------------------------------------------------------
+
+  async open(path: PathLike, flags: OpenFlags = 'r', mode = 0o666): Promise<FileHandle> {
+    const fd = await this.onPath('open', path, (p) =>
+      this.call(NR.openat, C.AT_FDCWD, p, parseFlags(flags) | C.O_CLOEXEC, mode),
+    );
+    return new FileHandle(this.kernel, this, fd, pathString(path));
+  }
+
+  // --- whole files ----------------------------------------------------------
+
+  async readFile(
+    path: PathLike | FileHandle,
+    options?: BufferEncoding | { encoding?: BufferEncoding | null; flag?: OpenFlags },
+  ): Promise<string | Buffer> {
+    const opts = typeof options === 'string' ? { encoding: options } : (options ?? {});
+    const handle = path instanceof FileHandle ? path : await this.open(path, opts.flag ?? 'r');
+    try {
+      const data = await handle.readAll();
+      return opts.encoding ? data.toString(opts.encoding) : data;
+    } finally {
+      if (handle !== path) await handle.close();
+    }
+  }
+
+  async writeFile(
+    path: PathLike | FileHandle,
+    data: Data,
+    options?: BufferEncoding | { encoding?: BufferEncoding; mode?: number; flag?: OpenFlags },
+  ): Promise<void> {
+    const opts = typeof options === 'string' ? { encoding: options } : (options ?? {});
+    const handle =
+      path instanceof FileHandle ? path : await this.open(path, opts.flag ?? 'w', opts.mode ?? 0o666);
+    try {
+      await handle.writeAll(toBuffer(data, opts.encoding), null);
+    } finally {
+      if (handle !== path) await handle.close();
+    }
+  }
+
+  async appendFile(
+    path: PathLike | FileHandle,
+    data: Data,
+    options?: BufferEncoding | { encoding?: BufferEncoding; mode?: number; flag?: OpenFlags },
+  ): Promise<void> {
+    const opts = typeof options === 'string' ? { encoding: options } : (options ?? {});
+    return this.writeFile(path, data, { ...opts, flag: opts.flag ?? 'a' });
+  }
+
+  async truncate(path: PathLike, len = 0): Promise<void> {
+    await this.onPath('truncate', path, (p) => this.call(NR.truncate, p, len));
+  }
+
+  async copyFile(src: PathLike, dest: PathLike, mode = 0): Promise<void> {
+    const COPYFILE_EXCL = 1;
+    const from = await this.open(src, 'r');
+    try {
+      const st = await from.stat();
+      if (st.isDirectory()) throw new KernelError(EISDIR, 'copyfile', pathString(src), pathString(dest));
+      const to = await this.open(dest, mode & COPYFILE_EXCL ? 'wx' : 'w', st.mode & 0o7777);
+      try {
+        for (;;) {
+          const n = check(
+            await this.call(NR.copy_file_range, from.fd, 0, to.fd, 0, CHUNK * DEPTH * 4, 0),
+            'copyfile',
+            pathString(src),
+            pathString(dest),
+          );
+          if (n === 0) break;
+        }
+        await to.chmod(st.mode & 0o7777);
+      } finally {
+        await to.close();
+      }
+    } finally {
+      await from.close();
+    }
+  }
+
+  // --- status ---------------------------------------------------------------
+
+  private async statx(path: PathLike, flags: number, syscall: string, options?: StatOptions) {
+    const size = STRUCTS.statx.size;
+    return this.withPaths([path], (p) =>
+      this.kernel.withBuffer(size, async (buf) => {
+        check(
+          await this.call(NR.statx, C.AT_FDCWD, p, flags, C.STATX_BASIC_STATS | C.STATX_BTIME, buf.address),
+          syscall,
+          pathString(path),
+        );
+        const raw = decodeStatx(buf.bytes);
+        return options?.bigint ? new BigIntStats(raw) : new Stats(raw);
+      }),
+    );
+  }
+
+  stat(path: PathLike, options: { bigint: true }): Promise<BigIntStats>;
+  stat(path: PathLike, options?: StatOptions): Promise<Stats>;
+  stat(path: PathLike, options?: StatOptions): Promise<Stats | BigIntStats> {
+    return this.statx(path, 0, 'stat', options);
+  }
+
+  lstat(path: PathLike, options: { bigint: true }): Promise<BigIntStats>;
+  lstat(path: PathLike, options?: StatOptions): Promise<Stats>;
+  lstat(path: PathLike, options?: StatOptions): Promise<Stats | BigIntStats> {
+    return this.statx(path, C.AT_SYMLINK_NOFOLLOW, 'lstat', options);
+  }
+
+  async access(path: PathLike, mode = 0): Promise<void> {
+    await this.onPath('access', path, (p) => this.call(NR.faccessat2, C.AT_FDCWD, p, mode, 0));
+  }
+
+  statfs(path: PathLike, options: { bigint: true }): Promise<StatFs<bigint>>;
+  statfs(path: PathLike, options?: StatOptions): Promise<StatFs<number>>;
+  async statfs(path: PathLike, options?: StatOptions): Promise<StatFs<number> | StatFs<bigint>> {
+    return this.kernel.withBuffer(STRUCTS.statfs.size, async (buf) => {
+      await this.onPath('statfs', path, (p) => this.call(NR.statfs, p, buf.address));
+      return decodeStatfs(buf.bytes, !!options?.bigint);
+    });
+  }
+
+  // --- changing status ------------------------------------------------------
+
+  async chmod(path: PathLike, mode: number): Promise<void> {
+    await this.onPath('chmod', path, (p) => this.call(NR.fchmodat, C.AT_FDCWD, p, mode));
+  }
+
+  async chown(path: PathLike, uid: number, gid: number): Promise<void> {
+    await this.onPath('chown', path, (p) => this.call(NR.fchownat, C.AT_FDCWD, p, uid, gid, 0));
+  }
+
+  async lchown(path: PathLike, uid: number, gid: number): Promise<void> {
+    await this.onPath('lchown', path, (p) =>
+      this.call(NR.fchownat, C.AT_FDCWD, p, uid, gid, C.AT_SYMLINK_NOFOLLOW),
+    );
+  }
+
+  /** Sets times: numbers and strings are seconds, Dates as they are, bigints nanoseconds. */
+  async utimes(path: PathLike, atime: TimeLike, mtime: TimeLike): Promise<void> {
+    await this.utimensat('utime', path, atime, mtime, 0);
+  }
+
+  async lutimes(path: PathLike, atime: TimeLike, mtime: TimeLike): Promise<void> {
+    await this.utimensat('lutime', path, atime, mtime, C.AT_SYMLINK_NOFOLLOW);
+  }
+
+  private async utimensat(syscall: string, path: PathLike, atime: TimeLike, mtime: TimeLike, flags: number) {
+    await this.kernel.withBuffer(2 * STRUCTS.timespec.size, async (buf) => {
+      writeTimespecs(buf, atime, mtime);
+      await this.onPath(syscall, path, (p) => this.call(NR.utimensat, C.AT_FDCWD, p, buf.address, flags));
+    });
+  }
+
+  // --- names ----------------------------------------------------------------
+
+  async rename(oldPath: PathLike, newPath: PathLike, flags = 0): Promise<void> {
+    await this.withPaths([oldPath, newPath], async (a, b) =>
+      check(
+        await this.call(NR.renameat2, C.AT_FDCWD, a, C.AT_FDCWD, b, flags),
+        'rename',
+        pathString(oldPath),
+        pathString(newPath),
+      ),
+    );
+  }
+
+  async link(existingPath: PathLike, newPath: PathLike): Promise<void> {
+    await this.withPaths([existingPath, newPath], async (a, b) =>
+      check(
+        await this.call(NR.linkat, C.AT_FDCWD, a, C.AT_FDCWD, b, 0),
+        'link',
+        pathString(existingPath),
+        pathString(newPath),
+      ),
+    );
+  }
+
+  async symlink(target: PathLike, path: PathLike): Promise<void> {
+    await this.withPaths([target, path], async (a, b) =>
+      check(await this.call(NR.symlinkat, a, C.AT_FDCWD, b), 'symlink', pathString(target), pathString(path)),
+    );
+  }
+
+  readlink(path: PathLike, options: { encoding: 'buffer' }): Promise<Buffer>;
+  readlink(path: PathLike, options?: { encoding?: BufferEncoding }): Promise<string>;
+  async readlink(path: PathLike, options?: { encoding?: BufferEncoding | 'buffer' }): Promise<string | Buffer> {
+    const max = 4096;
+    return this.kernel.withBuffer(max, async (buf) => {
+      const n = await this.onPath('readlink', path, (p) => this.call(NR.readlinkat, C.AT_FDCWD, p, buf.address, max));
+      const target = Buffer.from(buf.bytes.subarray(0, n));
+      const encoding = options?.encoding ?? 'utf8';
+      return encoding === 'buffer' ? target : target.toString(encoding);
+    });
+  }
+
+  async unlink(path: PathLike): Promise<void> {
+    await this.onPath('unlink', path, (p) => this.call(NR.unlinkat, C.AT_FDCWD, p, 0));
+  }
+
+  /** mknod(2): not in node:fs, here for FIFOs, devices and sockets. */
+  async mknod(path: PathLike, mode: number, dev: number | bigint = 0): Promise<void> {
+    await this.onPath('mknod', path, (p) => this.call(NR.mknodat, C.AT_FDCWD, p, mode, dev));
+  }
+
+  // --- directories ----------------------------------------------------------
+
+  async mkdir(path: PathLike, options?: number | { recursive?: boolean; mode?: number }): Promise<string | undefined> {
+    const opts = typeof options === 'number' ? { mode: options } : (options ?? {});
+    const mode = opts.mode ?? 0o777;
+    if (!opts.recursive) {
+      await this.onPath('mkdir', path, (p) => this.call(NR.mkdirat, C.AT_FDCWD, p, mode));
+      return undefined;
+    }
+    // Like node:fs: make the missing ancestors, return the first one made.
+    const full = pathString(path);
+    const parts = full.split('/').filter(Boolean);
+    const root = full.startsWith('/') ? '/' : '';
+    let first: string | undefined;
+    for (let i = 1; i <= parts.length; i++) {
+      const prefix = root + parts.slice(0, i).join('/');
+      const ret = await this.withPaths([prefix], (p) => this.call(NR.mkdirat, C.AT_FDCWD, p, mode));
+      if (ret === 0) {
+        first ??= prefix;
+      } else if (ret === -EEXIST) {
+        if (!(await this.stat(prefix)).isDirectory()) {
+          throw new KernelError(i === parts.length ? EEXIST : ENOTDIR, 'mkdir', full);
+        }
+      } else {
+        throw new KernelError(-ret, 'mkdir', full);
+      }
+    }
+    return first;
+  }
+
+  async rmdir(path: PathLike): Promise<void> {
+    await this.onPath('rmdir', path, (p) => this.call(NR.unlinkat, C.AT_FDCWD, p, C.AT_REMOVEDIR));
+  }
+
+  /** Removes files and, with recursive, directory trees; force ignores what is missing. */
+  async rm(path: PathLike, options: { recursive?: boolean; force?: boolean } = {}): Promise<void> {
+    const name = pathString(path);
+    let st: Stats;
+    try {
+      st = await this.lstat(name);
+    } catch (e) {
+      if (options.force && (e as KernelError).code === 'ENOENT') return;
+      throw e;
+    }
+    if (!st.isDirectory()) return this.unlink(name);
+    if (!options.recursive) throw new KernelError(EISDIR, 'rm', name);
+    for (const entry of await this.readdir(name)) {
+      await this.rm(`${name.replace(/\/+$/, '')}/${entry}`, { ...options, force: false });
+    }
+    await this.rmdir(name);
+  }
+
+  readdir(path: PathLike, options: { withFileTypes: true }): Promise<Dirent[]>;
+  readdir(path: PathLike, options?: { withFileTypes?: false; encoding?: BufferEncoding }): Promise<string[]>;
+  readdir(path: PathLike, options: { withFileTypes?: false; encoding: 'buffer' }): Promise<Buffer[]>;
+  async readdir(
+    path: PathLike,
+    options: { withFileTypes?: boolean; encoding?: BufferEncoding | 'buffer' } = {},
+  ): Promise<string[] | Buffer[] | Dirent[]> {
+    const dir = await this.opendir(path);
+    const entries: { name: Buffer; type: number; ino: bigint }[] = [];
+    try {
+      for (let batch = await dir.readRaw(); batch.length; batch = await dir.readRaw()) entries.push(...batch);
+    } finally {
+      await dir.close();
+    }
+    // node:fs sorts (libuv's scandir does): byte order of the names.
+    entries.sort((a, b) => Buffer.compare(a.name, b.name));
+    const encoding = options.encoding ?? 'utf8';
+    if (options.withFileTypes) {
+      const parent = pathString(path);
+      return entries.map((e) => new Dirent(e.name.toString('utf8'), parent, e.type, e.ino));
+    }
+    return encoding === 'buffer'
+      ? entries.map((e) => Buffer.from(e.name))
+      : entries.map((e) => e.name.toString(encoding));
+  }
+
+  async opendir(path: PathLike): Promise<Dir> {
+    const fd = await this.onPath('opendir', path, (p) =>
+      this.call(NR.openat, C.AT_FDCWD, p, C.O_RDONLY | C.O_DIRECTORY | C.O_CLOEXEC, 0),
+    );
+    return new Dir(this.kernel, fd, pathString(path));
+  }
+
+  // --- extended attributes ---------------------------------------------------
+
+  getxattr(path: PathLike, name: string): Promise<Buffer> {
+    return this.xattrGet('getxattr', NR.getxattr, path, name);
+  }
+
+  lgetxattr(path: PathLike, name: string): Promise<Buffer> {
+    return this.xattrGet('lgetxattr', NR.lgetxattr, path, name);
+  }
+
+  setxattr(path: PathLike, name: string, value: Data, flags = 0): Promise<void> {
+    return this.xattrSet('setxattr', NR.setxattr, path, name, value, flags);
+  }
+
+  lsetxattr(path: PathLike, name: string, value: Data, flags = 0): Promise<void> {
+    return this.xattrSet('lsetxattr', NR.lsetxattr, path, name, value, flags);
+  }
+
+  listxattr(path: PathLike): Promise<string[]> {
+    return this.xattrList('listxattr', NR.listxattr, path);
+  }
+
+  llistxattr(path: PathLike): Promise<string[]> {
+    return this.xattrList('llistxattr', NR.llistxattr, path);
+  }
+
+  async removexattr(path: PathLike, name: string): Promise<void> {
+    await this.withPaths([path, name], async (p, n) =>
+      check(await this.call(NR.removexattr, p, n), 'removexattr', pathString(path)),
+    );
+  }
+
+  async lremovexattr(path: PathLike, name: string): Promise<void> {
+    await this.withPaths([path, name], async (p, n) =>
+      check(await this.call(NR.lremovexattr, p, n), 'lremovexattr', pathString(path)),
+    );
+  }
+
+  /* A get or list of unknown size: ask with a buffer, grow it on ERANGE. */
+  private async sized(syscall: string, path: PathLike, call: (buf: WindowBuffer) => Promise<number>) {
+    for (let size = 4096; ; size *= 16) {
+      const result = await this.kernel.withBuffer(size, async (buf) => {
+        const n = await call(buf);
+        return n === -ERANGE && size < 1 << 20 ? undefined : Buffer.from(buf.bytes.subarray(0, check(n, syscall, pathString(path))));
+      });
+      if (result) return result;
+    }
+  }
+
+  private xattrGet(syscall: string, nr: number, path: PathLike, name: string): Promise<Buffer> {
+    return this.withPaths([path, name], (p, n) =>
+      this.sized(syscall, path, (buf) => this.call(nr, p, n, buf.address, buf.size)),
+    );
+  }
+
+  private async xattrSet(syscall: string, nr: number, path: PathLike, name: string, value: Data, flags: number) {
+    const bytes = toBuffer(value);
+    await this.withPaths([path, name], (p, n) =>
+      this.kernel.withBuffer(bytes.length, async (buf) => {
+        bytes.copy(buf.bytes);
+        check(await this.call(nr, p, n, buf.address, bytes.length, flags), syscall, pathString(path));
+      }),
+    );
+  }
+
+  private async xattrList(syscall: string, nr: number, path: PathLike): Promise<string[]> {
+    const list = await this.withPaths([path], (p) =>
+      this.sized(syscall, path, (buf) => this.call(nr, p, buf.address, buf.size)),
+    );
+    return list.toString('utf8').split('\0').filter(Boolean);
+  }
+}
+
+function writeTimespecs(buf: WindowBuffer, ...times: TimeLike[]) {
+  const [secAt] = STRUCTS.timespec.fields.tv_sec;
+  const [nsecAt] = STRUCTS.timespec.fields.tv_nsec;
+  times.forEach((t, i) => {
+    const { sec, nsec } = toTimespec(t);
+    const at = i * STRUCTS.timespec.size;
+    buf.bytes.writeBigInt64LE(sec, at + secAt);
+    buf.bytes.writeBigInt64LE(nsec, at + nsecAt);
+  });
+}
+
+/** An open file in the kernel, as node:fs/promises' FileHandle. */
+export class FileHandle {
+  #closed = false;
+
+  constructor(
+    private readonly kernel: Kernel,
+    private readonly fs: KernelFs,
+    readonly fd: number,
+    private readonly path: string,
+  ) {}
+
+  private async checked(syscall: string, nr: number, ...args: (number | bigint)[]): Promise<number> {
+    return check(await this.kernel.call(nr, this.fd, ...args), syscall, this.path);
+  }
+
+  /** The file position, or null when the file has none (a pipe). */
+  private async position(): Promise<number | null> {
+    const ret = await this.kernel.call(NR.lseek, this.fd, 0, C.SEEK_CUR);
+    if (ret === -ESPIPE) return null;
+    return check(ret, 'read', this.path);
+  }
+
+  /**
+   * Reads into target[0, length) from position, in chunks with several in
+   * flight.  A null position reads from (and moves) the file position.
+   * Returns the number of bytes read: less than length only at the end.
+   */
+  async readInto(target: Uint8Array, position: number | null): Promise<number> {
+    let start = position ?? (await this.position());
+    if (start === null) return this.readSequential(target);
+    const total = await transferChunks(this.kernel, target.length, async (buf, at, len) => {
+      const n = await this.checked('read', NR.pread64, buf.address, len, start! + at);
+      target.set(buf.bytes.subarray(0, n), at);
+      return n;
+    });
+    if (position === null) await this.checked('read', NR.lseek, start + total, C.SEEK_SET);
+    return total;
+  }
+
+  private async readSequential(target: Uint8Array): Promise<number> {
+    let done = 0;
+    await this.kernel.withBuffer(Math.min(CHUNK, Math.max(target.length, 1)), async (buf) => {
+      while (done < target.length) {
+        const n = await this.checked('read', NR.read, buf.address, Math.min(buf.size, target.length - done));
+        if (n === 0) break;
+        target.set(buf.bytes.subarray(0, n), done);
+        done += n;
+      }
+    });
+    return done;
+  }
+
+  /** Writes data at position (null: the file position, or the end in append mode). */
+  async writeAll(data: Uint8Array, position: number | null): Promise<number> {
+    const start = position ?? (await this.appendOrPosition());
+    if (start === null) return this.writeSequential(data);
+    const total = await transferChunks(this.kernel, data.length, async (buf, at, len) => {
+      buf.bytes.set(data.subarray(at, at + len));
+      let done = 0;
+      while (done < len) {
+        done += await this.checked('write', NR.pwrite64, buf.address + done, len - done, start + at + done);
+      }
+      return len;
+    });
+    if (position === null) await this.checked('write', NR.lseek, start + total, C.SEEK_SET);
+    return total;
+  }
+
+  /* Appending (or a pipe) must write in order: null.  Else the position. */
+  private async appendOrPosition(): Promise<number | null> {
+    const flags = await this.checked('write', NR.fcntl, 3 /* F_GETFL */);
+    if (flags & C.O_APPEND) return null;
+    return this.position();
+  }
+
+  private async writeSequential(data: Uint8Array): Promise<number> {
+    let done = 0;
+    await this.kernel.withBuffer(Math.min(CHUNK, Math.max(data.length, 1)), async (buf) => {
+      while (done < data.length) {
+        const len = Math.min(buf.size, data.length - done);
+        buf.bytes.set(data.subarray(done, done + len));
+        let written = 0;
+        while (written < len) {
+          written += await this.checked('write', NR.write, buf.address + written, len - written);
+        }
+        done += len;
+      }
+    });
+    return done;
+  }
+
+  /** Reads to the end. */
+  async readAll(): Promise<Buffer> {
+    const st = await this.stat();
+    const pos = st.isFile() ? await this.position() : null;
+    const guess = pos === null ? 0 : Math.max(0, st.size - pos);
+    const parts: Buffer[] = [];
+    if (guess) {
+      const first = Buffer.allocUnsafeSlow(guess);
+      const n = await this.readInto(first, null);
+      parts.push(first.subarray(0, n));
+      if (n < guess) return parts[0];
+    }
+    // Files that grew, and files that do not know their size (/proc).
+    for (;;) {
+      const more = Buffer.allocUnsafe(64 * 1024);
+      const n = await this.readInto(more, null);
+      if (!n) break;
+      parts.push(more.subarray(0, n));
+    }
+    return parts.length === 1 ? parts[0] : Buffer.concat(parts);
+  }
+
+  async read<T extends Uint8Array = Buffer>(
+    buffer?: T | { buffer?: T; offset?: number; length?: number; position?: number | null },
+    offset = 0,
+    length?: number,
+    position: number | null = null,
+  ): Promise<ReadResult<T>> {
+    let target: T;
+    if (buffer && !(buffer instanceof Uint8Array)) {
+      target = buffer.buffer ?? (Buffer.alloc(16384) as unknown as T);
+      offset = buffer.offset ?? 0;
+      length = buffer.length;
+      position = buffer.position ?? null;
+    } else {
+      target = buffer ?? (Buffer.alloc(16384) as unknown as T);
+    }
+    length ??= target.length - offset;
+    const bytesRead = await this.readInto(target.subarray(offset, offset + length), position);
+    return { bytesRead, buffer: target };
+  }
+
+  async write<T extends Uint8Array>(
+    data: T | string,
+    offsetOrPosition?: number | null,
+    lengthOrEncoding?: number | BufferEncoding,
+    position: number | null = null,
+  ): Promise<WriteResult<T | string>> {
+    if (typeof data === 'string') {
+      const pos = offsetOrPosition ?? null;
+      const bytes = Buffer.from(data, (lengthOrEncoding as BufferEncoding) ?? 'utf8');
+      return { bytesWritten: await this.writeAll(bytes, pos), buffer: data };
+    }
+    const offset = offsetOrPosition ?? 0;
+    const length = (lengthOrEncoding as number | undefined) ?? data.length - offset;
+    return { bytesWritten: await this.writeAll(data.subarray(offset, offset + length), position), buffer: data };
+  }
+
+  async readv(buffers: Uint8Array[], position: number | null = null): Promise<{ bytesRead: number; buffers: Uint8Array[] }> {
+    let bytesRead = 0;
+    for (const b of buffers) {
+      const n = await this.readInto(b, position === null ? null : position + bytesRead);
+      bytesRead += n;
+      if (n < b.length) break;
+    }
+    return { bytesRead, buffers };
+  }
+
+  async writev(buffers: Uint8Array[], position: number | null = null): Promise<{ bytesWritten: number; buffers: Uint8Array[] }> {
+    let bytesWritten = 0;
+    for (const b of buffers) {
+      bytesWritten += await this.writeAll(b, position === null ? null : position + bytesWritten);
+    }
+    return { bytesWritten, buffers };
+  }
+
+  readFile(options?: BufferEncoding | { encoding?: BufferEncoding | null }): Promise<string | Buffer> {
+    return this.fs.readFile(this, options);
+  }
+
+  writeFile(data: Data, options?: BufferEncoding | { encoding?: BufferEncoding }): Promise<void> {
+    return this.fs.writeFile(this, data, options);
+  }
+
+  appendFile(data: Data, options?: BufferEncoding | { encoding?: BufferEncoding }): Promise<void> {
+    return this.fs.writeFile(this, data, options);
+  }
+
+  async truncate(len = 0): Promise<void> {
+    await this.checked('ftruncate', NR.ftruncate, len);
+  }
+
+  async sync(): Promise<void> {
+    await this.checked('fsync', NR.fsync);
+  }
+
+  async datasync(): Promise<void> {
+    await this.checked('fdatasync', NR.fdatasync);
+  }
+
+  stat(options: { bigint: true }): Promise<BigIntStats>;
+  stat(options?: StatOptions): Promise<Stats>;
+  async stat(options?: StatOptions): Promise<Stats | BigIntStats> {
+    return this.kernel.withBuffer(STRUCTS.statx.size, async (buf) => {
+      await this.kernel.withBuffer(1, async (empty) => {
+        empty.bytes[0] = 0;
+        await this.checked('fstat', NR.statx, empty.address, C.AT_EMPTY_PATH, C.STATX_BASIC_STATS | C.STATX_BTIME, buf.address);
+      });
+      const raw = decodeStatx(buf.bytes);
+      return options?.bigint ? new BigIntStats(raw) : new Stats(raw);
+    });
+  }
+
+  async chmod(mode: number): Promise<void> {
+    await this.checked('fchmod', NR.fchmod, mode);
+  }
+
+  async chown(uid: number, gid: number): Promise<void> {
+    await this.checked('fchown', NR.fchown, uid, gid);
+  }
+
+  async utimes(atime: TimeLike, mtime: TimeLike): Promise<void> {
+    await this.kernel.withBuffer(2 * STRUCTS.timespec.size, async (buf) => {
+      writeTimespecs(buf, atime, mtime);
+      await this.checked('futime', NR.utimensat, 0, buf.address, 0);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.checked('close', NR.close);
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
+  }
+}
+
+/**
+ * Moves `total` bytes in chunks of CHUNK, DEPTH at once, each through a
+ * window buffer of its own.  step(buf, at, len) moves [at, at + len) and
+ * returns how many bytes it moved; a short step ends the transfer there.
+ */
+async function transferChunks(
+  kernel: Kernel,
+  total: number,
+  step: (buf: WindowBuffer, at: number, len: number) => Promise<number>,
+): Promise<number> {
+  if (total === 0) return 0;
+  let next = 0;
+  let end = total; // lowered by a short step
+  const workers = Math.min(DEPTH, Math.ceil(total / CHUNK));
+  await Promise.all(
+    Array.from({ length: workers }, () =>
+      kernel.withBuffer(Math.min(CHUNK, total), async (buf) => {
+        while (next < end) {
+          const at = next;
+          const len = Math.min(CHUNK, end - at);
+          next += len;
+          const n = await step(buf, at, len);
+          if (n < len) end = Math.min(end, at + n);
+        }
+      }),
+    ),
+  );
+  return end;
+}
+
+/** An open directory, as node:fs's Dir: read() an entry at a time, or iterate. */
+export class Dir {
+  #buffered: Dirent[] = [];
+  #closed = false;
+
+  constructor(
+    private readonly kernel: Kernel,
+    private readonly fd: number,
+    readonly path: string,
+  ) {}
+
+  /** The next batch of raw entries (without . and ..); empty at the end. */
+  async readRaw(): Promise<{ name: Buffer; type: number; ino: bigint }[]> {
+    const size = 32 * 1024;
+    return this.kernel.withBuffer(size, async (buf) => {
+      for (;;) {
+        const n = check(await this.kernel.call(NR.getdents64, this.fd, buf.address, size), 'scandir', this.path);
+        if (n === 0) return [];
+        const batch = [...decodeDirents(buf.bytes, n)]
+          .filter((e) => !(e.name.length <= 2 && (e.name.equals(DOT) || e.name.equals(DOTDOT))))
+          .map((e) => ({ ...e, name: Buffer.from(e.name) }));
+        if (batch.length) return batch;
+      }
+    });
+  }
+
+  async read(): Promise<Dirent | null> {
+    if (!this.#buffered.length) {
+      this.#buffered = (await this.readRaw()).map((e) => new Dirent(e.name.toString('utf8'), this.path, e.type, e.ino));
+    }
+    return this.#buffered.shift() ?? null;
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    check(await this.kernel.call(NR.close, this.fd), 'closedir', this.path);
+  }
+
+  async *[Symbol.asyncIterator](): AsyncGenerator<Dirent> {
+    try {
+      for (let e = await this.read(); e; e = await this.read()) yield e;
+    } finally {
+      await this.close();
+    }
+  }
+}
+
+const DOT = Buffer.from('.');
+const DOTDOT = Buffer.from('..');

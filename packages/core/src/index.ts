@@ -1,0 +1,16 @@
+// @lkl-um/core: the Linux kernel as a library for Node.
+//
+//   const k = await Kernel.boot({ memory: '128M' });
+//   await k.fs.writeFile('/hello', 'hi');
+//   console.log(await k.sys.getpid());
+//   await k.shutdown();
+export { Kernel, parseSize } from './kernel';
+export type { Arg, BootOptions } from './kernel';
+export { KernelError, errnoName, errnoMessage } from './errors';
+export { KernelFs, FileHandle, Dir, parseFlags, toTimespec, CHUNK, DEPTH } from './fs';
+export type { PathLike, OpenFlags, TimeLike, Data } from './fs';
+export { Stats, BigIntStats, Dirent } from './stats';
+export type { StatFs } from './stats';
+export type { Sys, SyscallName } from './sys';
+export { WindowBuffer } from './window';
+export { SYSCALLS, ERRNO, CONSTANTS, STRUCTS, KERNEL_RELEASE } from './generated/abi';

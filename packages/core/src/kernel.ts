@@ -1,0 +1,238 @@
+// The Kernel: boots a kernel process, makes system calls into it and shuts
+// it down.  System calls are asynchronous: each returns a Promise that
+// settles when its result arrives on the event loop.
+import { KernelError } from './errors';
+import { SYSCALLS } from './generated/abi';
+import { KernelFs } from './fs';
+import { loadAddon, locate, NativeKernel } from './native';
+import { makeSys, Sys } from './sys';
+import { WindowBuffer } from './window';
+
+export type Arg = number | bigint;
+
+export interface BootOptions {
+  /** Kernel memory: bytes, or a string like '128M'.  Default 64M. */
+  memory?: number | string;
+  /** More kernel command line arguments. */
+  cmdline?: string;
+  /**
+   * Where the kernel console goes: 'memory' (default) keeps it for
+   * kernel.console(); 'inherit' copies it to this process's stderr; a
+   * number is an fd to copy it to.
+   */
+  console?: 'memory' | 'inherit' | number;
+  /** Bytes of window for call buffers; default 32M. */
+  heapSize?: number;
+  /** How long to wait for the kernel to boot, in ms; default 30 s. */
+  bootTimeoutMs?: number;
+  /** The kernel process executable; default: the one found next to the addon. */
+  kernel?: string;
+}
+
+interface Pending {
+  resolve(ret: number): void;
+  nr: number;
+  args: Arg[];
+}
+
+const ESHUTDOWN = 108;
+const EAGAIN = 11;
+
+export function parseSize(size: number | string): number {
+  if (typeof size === 'number') return size;
+  const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(size.trim());
+  if (!m) throw new TypeError(`not a size: ${size}`);
+  const scale = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2].toLowerCase()]!;
+  return Math.round(Number(m[1]) * scale);
+}
+
+/*
+ * Calls in flight, kept apart from the Kernel object so that the addon's
+ * completion callback does not keep the Kernel alive: a Kernel nobody
+ * references is garbage, and the addon then lets its kernel go.
+ */
+class CallTable {
+  readonly pending = new Map<number, Pending>();
+  /** Calls waiting for a slot, in order: backlog[backlogHead...]. */
+  backlog: { tag: number; pending: Pending }[] = [];
+  backlogHead = 0;
+  nextTag = 1;
+
+  get waiting(): boolean {
+    return this.backlogHead < this.backlog.length;
+  }
+
+  constructor(private readonly native: WeakRef<NativeKernel>) {}
+
+  submit(tag: number, p: Pending): boolean {
+    const native = this.native.deref();
+    if (!native) {
+      p.resolve(-ESHUTDOWN);
+      return true;
+    }
+    try {
+      const ready = native.submit(p.nr, tag, ...p.args);
+      if (ready) this.complete(native.completions, ready);
+      return true;
+    } catch (e) {
+      if ((e as { errno?: number }).errno === EAGAIN) return false;
+      this.pending.delete(tag);
+      p.resolve(-((e as { errno?: number }).errno ?? ESHUTDOWN));
+      return true;
+    }
+  }
+
+  complete(completions: Float64Array, count: number): void {
+    for (let i = 0; i < count; i++) {
+      const tag = completions[2 * i];
+      const p = this.pending.get(tag);
+      if (!p) continue;
+      this.pending.delete(tag);
+      p.resolve(completions[2 * i + 1]);
+    }
+    this.drainBacklog();
+  }
+
+  #draining = false;
+
+  /* Calls that found every slot taken go now.  Submitting can complete
+   * calls, which lands back here: the outer loop does the work. */
+  private drainBacklog(): void {
+    if (this.#draining) return;
+    this.#draining = true;
+    try {
+      while (this.waiting) {
+        const next = this.backlog[this.backlogHead++];
+        if (!this.submit(next.tag, next.pending)) {
+          this.backlogHead--;
+          break;
+        }
+      }
+      if (!this.waiting && this.backlogHead) {
+        this.backlog = [];
+        this.backlogHead = 0;
+      }
+    } finally {
+      this.#draining = false;
+    }
+  }
+}
+
+export class Kernel {
+  /** The system calls, by name: `await k.sys.getpid()`.  Negative results throw. */
+  readonly sys: Sys;
+  /** The filesystem API, shaped like node:fs/promises. */
+  readonly fs: KernelFs;
+  /** The kernel process's pid on the host. */
+  readonly pid: number;
+  /** The window: every buffer a system call points at lives in it. */
+  readonly memory: Buffer;
+  /** The window's address, in this process and in the kernel process. */
+  readonly windowBase: number;
+
+  #native: NativeKernel | undefined;
+  readonly #calls: CallTable;
+  #shutdown: Promise<void> | undefined;
+
+  private constructor(native: NativeKernel) {
+    this.#native = native;
+    this.pid = native.pid;
+    this.memory = Buffer.from(native.window);
+    this.windowBase = Number(native.windowBase);
+    const calls = new CallTable(new WeakRef(native));
+    const completions = native.completions;
+    native.onCompletions((count) => calls.complete(completions, count));
+    this.#calls = calls;
+    this.sys = makeSys(this);
+    this.fs = new KernelFs(this);
+  }
+
+  /** Boots a kernel.  Rejects with the kernel's own last words if it cannot. */
+  static async boot(options: BootOptions = {}): Promise<Kernel> {
+    const consoleFd =
+      options.console === 'inherit' ? 2 : typeof options.console === 'number' ? options.console : -1;
+    const native = await loadAddon().start({
+      kernel: options.kernel ?? locate().kernel,
+      cmdline: options.cmdline,
+      memory: options.memory === undefined ? undefined : parseSize(options.memory),
+      heapSize: options.heapSize,
+      consoleFd,
+      bootTimeoutMs: options.bootTimeoutMs,
+    });
+    return new Kernel(native);
+  }
+
+  /**
+   * Makes system call `nr` and resolves with what it returns: -errno on
+   * failure (see sys for the throwing form).
+   */
+  call(nr: number, ...args: Arg[]): Promise<number> {
+    if (!this.#native) return Promise.resolve(-ESHUTDOWN);
+    const calls = this.#calls;
+    return new Promise<number>((resolve) => {
+      const tag = calls.nextTag++;
+      const p: Pending = { resolve, nr, args };
+      calls.pending.set(tag, p);
+      if (!calls.waiting && calls.submit(tag, p)) return;
+      calls.backlog.push({ tag, pending: p });
+    });
+  }
+
+  /** Allocates a buffer in the window; free it with buffer.free(). */
+  alloc(size: number): WindowBuffer {
+    const native = this.#alive();
+    const offset = native.alloc(Math.max(size, 1));
+    if (offset < 0) {
+      throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window`);
+    }
+    return new WindowBuffer(this, native, offset, size);
+  }
+
+  /** Runs fn with a window buffer that is freed afterwards. */
+  async withBuffer<T>(size: number, fn: (buf: WindowBuffer) => Promise<T>): Promise<T> {
+    const buf = this.alloc(size);
+    try {
+      return await fn(buf);
+    } finally {
+      buf.free();
+    }
+  }
+
+  /** The end of the kernel's console output, when it is kept in memory. */
+  console(): string {
+    return this.#native?.console() ?? '';
+  }
+
+  /** The number of system calls whose results have not arrived. */
+  get inFlight(): number {
+    return this.#calls.pending.size;
+  }
+
+  /**
+   * Shuts the kernel down: it syncs, unmounts every filesystem and powers
+   * off.  Waits for calls in flight first.  Rejects when the power-off was
+   * not clean, with the console's last lines.
+   */
+  shutdown(timeoutMs = 60000): Promise<void> {
+    this.#shutdown ??= (async () => {
+      const native = this.#native;
+      if (!native) return;
+      const status = await native.halt(timeoutMs);
+      const console = native.console();
+      native.close();
+      this.#native = undefined;
+      if (status !== 0) {
+        throw new Error(`lkl-um: the kernel did not power off cleanly (wait status ${status})` +
+          (console ? `; its console said:\n${console}` : ''));
+      }
+    })();
+    return this.#shutdown;
+  }
+
+  #alive(): NativeKernel {
+    if (!this.#native) throw new KernelError(ESHUTDOWN, 'kernel', 'the kernel has shut down');
+    return this.#native;
+  }
+}
+
+export { SYSCALLS };

@@ -1,0 +1,89 @@
+// Finding and loading the native parts: the addon (lkl_um.node) and the
+// kernel process executable (lkl-um-kernel).
+//
+// Tried in order: LKL_UM_ADDON / LKL_UM_KERNEL (paths), the per-platform
+// package @lkl-um/linux-x64-gnu, then a build in this repository
+// (build/native/bin).  When nothing fits, the error lists what was tried.
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+
+/** What the addon's start() takes (see native/addon/addon.cc). */
+export interface NativeStartOptions {
+  kernel: string;
+  cmdline?: string;
+  memory?: number;
+  heapSize?: number;
+  consoleFd?: number;
+  bootTimeoutMs?: number;
+  spinUs?: number;
+  kernelPollUs?: number;
+}
+
+/** The addon's kernel handle. */
+export interface NativeKernel {
+  readonly window: ArrayBuffer;
+  readonly windowBase: bigint;
+  readonly completions: Float64Array;
+  readonly pid: number;
+  /** Starts a call; returns how many results it left in `completions`. */
+  submit(nr: number, tag: number, ...args: (number | bigint)[]): number;
+  onCompletions(fn: (count: number) => void): void;
+  alloc(size: number): number;
+  free(offset: number): void;
+  halt(timeoutMs: number): Promise<number>;
+  close(timeoutMs?: number): void;
+  console(): string;
+  exitStatus(): number;
+  inFlight(): number;
+}
+
+export interface NativeAddon {
+  start(options: NativeStartOptions): Promise<NativeKernel>;
+}
+
+interface Located {
+  addon: string;
+  kernel: string;
+}
+
+function candidates(): { from: string; dir: string }[] {
+  const found: { from: string; dir: string }[] = [];
+  try {
+    const pkg = require.resolve('@lkl-um/linux-x64-gnu/package.json');
+    found.push({ from: '@lkl-um/linux-x64-gnu', dir: join(pkg, '..', 'bin') });
+  } catch {
+    // not installed: fine, there are other places
+  }
+  found.push({ from: 'this repository\'s build', dir: resolve(__dirname, '../../../build/native/bin') });
+  return found;
+}
+
+let located: Located | undefined;
+
+export function locate(): Located {
+  if (located) return located;
+  const tried: string[] = [];
+  const fromEnv = { addon: process.env.LKL_UM_ADDON, kernel: process.env.LKL_UM_KERNEL };
+  for (const { from, dir } of candidates()) {
+    const addon = fromEnv.addon || join(dir, 'lkl_um.node');
+    const kernel = fromEnv.kernel || join(dir, 'lkl-um-kernel');
+    if (existsSync(addon) && existsSync(kernel)) {
+      located = { addon, kernel };
+      return located;
+    }
+    tried.push(`${from}: ${addon}, ${kernel}`);
+  }
+  throw new Error(
+    'lkl-um: no kernel process and addon found. Tried:\n  ' + tried.join('\n  ') +
+      '\nInstall @lkl-um/linux-x64-gnu, build from source (npm install in the repository), ' +
+      'or set LKL_UM_ADDON and LKL_UM_KERNEL.',
+  );
+}
+
+let addon: NativeAddon | undefined;
+
+export function loadAddon(): NativeAddon {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  addon ??= require(locate().addon) as NativeAddon;
+  return addon;
+}

@@ -1,0 +1,35 @@
+// Buffers in the window, the memory shared with the kernel process.  A
+// system call's pointer arguments are window addresses: buffer.address.
+import type { Kernel } from './kernel';
+import type { NativeKernel } from './native';
+
+export class WindowBuffer {
+  /** Its address, to pass to a system call. */
+  readonly address: number;
+  /** Its bytes, as a Buffer over the window (no copy). */
+  readonly bytes: Buffer;
+  #native: NativeKernel | undefined;
+
+  constructor(kernel: Kernel, native: NativeKernel, readonly offset: number, readonly size: number) {
+    this.#native = native;
+    this.address = kernel.windowBase + offset;
+    this.bytes = kernel.memory.subarray(offset, offset + size);
+  }
+
+  /** Writes s, NUL-terminated, at the start; returns the address. */
+  cstring(s: string | Buffer): number {
+    const n = typeof s === 'string' ? this.bytes.write(s, 0, 'utf8') : s.copy(this.bytes, 0);
+    this.bytes[n] = 0;
+    return this.address;
+  }
+
+  free(): void {
+    this.#native?.free(this.offset);
+    this.#native = undefined;
+  }
+}
+
+/** The size of s as a NUL-terminated UTF-8 string. */
+export function cstringSize(s: string | Buffer): number {
+  return (typeof s === 'string' ? Buffer.byteLength(s, 'utf8') : s.length) + 1;
+}

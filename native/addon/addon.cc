@@ -16,6 +16,7 @@
  *                                              and its address
  *   kernel.alloc(size) / kernel.free(offset)   window buffers, by offset
  *   kernel.halt(timeoutMs) -> Promise<status>  in a worker thread
+ *   kernel.sendFd(fd) -> token                 passes a disk image's fd
  *   kernel.close(), kernel.console(), kernel.pid, kernel.exitStatus()
  *
  * Results arrive on the event loop: a uv_poll handle on the client's event
@@ -81,6 +82,7 @@ class Kernel : public Napi::ObjectWrap<Kernel> {
          InstanceMethod("console", &Kernel::Console),
          InstanceMethod("exitStatus", &Kernel::ExitStatus),
          InstanceMethod("inFlight", &Kernel::InFlight),
+         InstanceMethod("sendFd", &Kernel::SendFd),
          InstanceAccessor("pid", &Kernel::Pid, nullptr)});
   }
 
@@ -307,6 +309,17 @@ class Kernel : public Napi::ObjectWrap<Kernel> {
 
   Napi::Value ExitStatus(const Napi::CallbackInfo& info) {
     return Napi::Number::New(info.Env(), k_ ? lkl_um_exit_status(k_) : -1);
+  }
+
+  // Passes a host fd (a disk image) to the kernel process; returns the
+  // token a host call (LKL_UM_CALL_ADD_DISK) names it by.
+  Napi::Value SendFd(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!k_) throw ErrnoError(env, -ESHUTDOWN, "the kernel is closed");
+    uint32_t token;
+    int err = lkl_um_send_fd(k_, info[0].As<Napi::Number>().Int32Value(), &token);
+    if (err) throw ErrnoError(env, err, lkl_um_last_error());
+    return Napi::Number::New(env, token);
   }
 
   Napi::Value InFlight(const Napi::CallbackInfo& info) {

@@ -45,7 +45,9 @@
 #define DEFAULT_BOOT_TIMEOUT_MS 30000u
 #define DEFAULT_SPIN_US 50
 #define WINDOW_ATTEMPTS 16
-#define FIRST_PRIVATE_FD 10	/* our fds stay clear of 0..4 in the child */
+#define FIRST_DISK_FD 5		/* in the kernel process: 5, 6, ... */
+#define MAX_BOOT_DISKS 16
+#define FIRST_PRIVATE_FD (FIRST_DISK_FD + MAX_BOOT_DISKS)	/* clear of those */
 
 #define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
@@ -82,6 +84,7 @@ struct lkl_um {
 	int gone;			/* the kernel process has gone */
 	int sleeper;			/* a thread sleeps in poll() */
 	int armed;			/* we asked for a doorbell */
+	uint32_t next_token;		/* for fds passed to the kernel process */
 	uint64_t spin_ns;
 
 	struct slot slots[RING_ENTRIES];
@@ -428,6 +431,71 @@ unsigned int lkl_um_in_flight(struct lkl_um *k)
 	return n;
 }
 
+/* --- disks ---------------------------------------------------------------- */
+
+int lkl_um_send_fd(struct lkl_um *k, int fd, uint32_t *token)
+{
+	struct lkl_um_fd_message m = { .magic = LKL_UM_FD_MAGIC };
+	union {
+		struct cmsghdr align;
+		char space[CMSG_SPACE(sizeof(int))];
+	} control;
+	struct iovec iov = { .iov_base = &m, .iov_len = sizeof(m) };
+	struct msghdr msg = {
+		.msg_iov = &iov,
+		.msg_iovlen = 1,
+		.msg_control = &control,
+		.msg_controllen = sizeof(control),
+	};
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+	ssize_t n;
+
+	pthread_mutex_lock(&k->lock);
+	m.token = ++k->next_token;
+	pthread_mutex_unlock(&k->lock);
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cmsg), &fd, sizeof(fd));
+
+	/* The socket holds few messages: wait for room, briefly. */
+	for (int tries = 0; tries < 1000; tries++) {
+		n = sendmsg(k->sock, &msg, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (n == sizeof(m)) {
+			*token = m.token;
+			return 0;
+		}
+		if (n < 0 && errno != EAGAIN && errno != EINTR)
+			return fail(-errno, "cannot pass an fd to the kernel "
+				    "process: %s", strerror(errno));
+		ring_kernel(k);
+		usleep(1000);
+	}
+	return fail(-EAGAIN, "the kernel process does not read its socket");
+}
+
+int lkl_um_add_disk(struct lkl_um *k, const struct lkl_um_disk *disk)
+{
+	uint32_t token;
+	long ret;
+	int err;
+
+	err = lkl_um_send_fd(k, disk->fd, &token);
+	if (err)
+		return err;
+	ret = lkl_um_call(k, LKL_UM_CALL_ADD_DISK, token,
+			  disk->readonly ? LKL_UM_DISK_READONLY : 0);
+	if (ret < 0)
+		return fail((int)ret, "cannot add the disk: %s",
+			    strerror((int)-ret));
+	return (int)ret;
+}
+
+int lkl_um_remove_disk(struct lkl_um *k, int id)
+{
+	return (int)lkl_um_call(k, LKL_UM_CALL_REMOVE_DISK, id);
+}
+
 /* --- buffers -------------------------------------------------------------- */
 
 void *lkl_um_alloc(struct lkl_um *k, size_t size)
@@ -592,16 +660,42 @@ static int spawn_kernel(struct lkl_um *k, const struct lkl_um_options *opts,
 {
 	const uint64_t memory = opts->memory ? opts->memory : DEFAULT_MEMORY;
 	char *argv[64] = { (char *)kernel }, *cmdline = NULL, *save, *word;
+	int disk_fds[MAX_BOOT_DISKS], nr_disks = 0;
 	posix_spawn_file_actions_t fa;
 	posix_spawnattr_t attr;
 	sigset_t none, all;
 	int argc = 1, err, i;
+
+	if (opts->nr_disks > MAX_BOOT_DISKS)
+		return fail(-E2BIG, "at most %d disks at boot", MAX_BOOT_DISKS);
+	/* Out of the way of the fds the child gets at 2..4 first. */
+	for (; nr_disks < (int)opts->nr_disks; nr_disks++) {
+		const struct lkl_um_disk *d = &opts->disks[nr_disks];
+		int flags = fcntl(d->fd, F_GETFL);
+
+		if (flags >= 0 && !d->readonly &&
+		    (flags & O_ACCMODE) == O_RDONLY) {
+			err = fail(-EROFS, "disk %d: a read-only fd for a "
+				   "read-write disk", nr_disks);
+			goto out_disks;
+		}
+		disk_fds[nr_disks] = fcntl(d->fd, F_DUPFD_CLOEXEC,
+					   FIRST_PRIVATE_FD);
+		if (disk_fds[nr_disks] < 0) {
+			err = fail(-errno, "disk %d: %s", nr_disks,
+				   strerror(errno));
+			goto out_disks;
+		}
+	}
 
 	argv[argc++] = format_arg("--window=3,%#llx",
 				  (unsigned long long)(uintptr_t)k->window);
 	argv[argc++] = format_arg("--channel=4");
 	if (opts->kernel_poll_us >= 0)
 		argv[argc++] = format_arg("--poll-us=%d", opts->kernel_poll_us);
+	for (i = 0; i < nr_disks; i++)
+		argv[argc++] = format_arg("--disk=%d%s", FIRST_DISK_FD + i,
+					  opts->disks[i].readonly ? ",ro" : "");
 	argv[argc++] = format_arg("--");
 	argv[argc++] = format_arg("mem=%lluK",
 				  (unsigned long long)(memory >> 10));
@@ -621,6 +715,9 @@ static int spawn_kernel(struct lkl_um *k, const struct lkl_um_options *opts,
 	posix_spawn_file_actions_adddup2(&fa, console_fd, 2);
 	posix_spawn_file_actions_adddup2(&fa, window_fd, 3);
 	posix_spawn_file_actions_adddup2(&fa, kernel_sock, 4);
+	for (i = 0; i < nr_disks; i++)
+		posix_spawn_file_actions_adddup2(&fa, disk_fds[i],
+						 FIRST_DISK_FD + i);
 	posix_spawnattr_init(&attr);
 	sigemptyset(&none);
 	sigfillset(&all);
@@ -637,9 +734,12 @@ static int spawn_kernel(struct lkl_um *k, const struct lkl_um_options *opts,
 		free(argv[i]);
 	free(cmdline);
 	if (err)
-		return fail(-err, "cannot start the kernel process %s: %s",
-			    kernel, strerror(err));
-	return 0;
+		err = fail(-err, "cannot start the kernel process %s: %s",
+			   kernel, strerror(err));
+out_disks:
+	while (nr_disks--)
+		close(disk_fds[nr_disks]);
+	return err;
 }
 
 /* Waits for "booted".  Returns 0, -ETIMEDOUT, or -ECHILD when the kernel

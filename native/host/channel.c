@@ -12,12 +12,22 @@
 
 #define _GNU_SOURCE
 #include <errno.h>
-#include <stdatomic.h>
+#include <stdio.h>
+#include <string.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "blk.h"
 #include "host.h"
+
+/* Fds that came with the doorbells, waiting for the call that takes them. */
+#define MAX_PASSED_FDS 16
+static struct {
+	uint32_t token;
+	int fd;
+} passed_fds[MAX_PASSED_FDS];
+static unsigned int nr_passed_fds;
 
 static struct lkl_um_window *window;
 static struct lkl_um_sqe *sq_entries;
@@ -70,8 +80,26 @@ static void console_write(const char *buf, unsigned int len)
 	}
 }
 
+static const struct lklum_disk_arg *boot_disks;
+static unsigned int nr_boot_disks;
+
 static void booted(void)
 {
+	char message[128];
+	unsigned int i;
+	int err;
+
+	/* The disks given on the command line are there from the start. */
+	for (i = 0; i < nr_boot_disks; i++) {
+		err = lklum_blk_add(boot_disks[i].fd, boot_disks[i].readonly,
+				    NULL);
+		if (err >= 0)
+			continue;
+		snprintf(message, sizeof(message),
+			 "lkl-um: cannot add disk fd %d: error %d\n",
+			 boot_disks[i].fd, err);
+		console_write(message, strlen(message));
+	}
 	store_release(&window->state, LKL_UM_STATE_RUNNING);
 	ring_client();
 }
@@ -122,24 +150,104 @@ static void complete_call(unsigned long long cookie, long ret)
 		ring_client();
 }
 
-static int ack_doorbell(void)
+/* Keeps an fd that came on the socket; closes it when there is no room. */
+static void keep_fd(const struct lkl_um_fd_message *m, int fd)
 {
-	char buf[64];
+	if (m->magic != LKL_UM_FD_MAGIC || nr_passed_fds == MAX_PASSED_FDS) {
+		close(fd);
+		return;
+	}
+	passed_fds[nr_passed_fds].token = m->token;
+	passed_fds[nr_passed_fds].fd = fd;
+	nr_passed_fds++;
+}
+
+/*
+ * Reads every message on the socket: doorbells, and fds passed for calls.
+ * Returns 0, or a negative errno when the client has gone.
+ */
+static int read_socket(void)
+{
+	union {
+		struct lkl_um_fd_message fd_message;
+		char doorbells[64];
+	} buf;
+	union {
+		struct cmsghdr align;
+		char space[CMSG_SPACE(sizeof(int))];
+	} control;
 
 	for (;;) {
-		ssize_t n = recv(doorbell_fd, buf, sizeof(buf), MSG_DONTWAIT);
+		struct iovec iov = { .iov_base = &buf, .iov_len = sizeof(buf) };
+		struct msghdr msg = {
+			.msg_iov = &iov,
+			.msg_iovlen = 1,
+			.msg_control = &control,
+			.msg_controllen = sizeof(control),
+		};
+		struct cmsghdr *cmsg;
+		ssize_t n = recvmsg(doorbell_fd, &msg,
+				    MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
 
-		if (n > 0)
-			continue;
 		if (n == 0)
 			return -EPIPE;
-		if (errno == EINTR)
+		if (n < 0 && errno == EINTR)
 			continue;
-		if (errno == EAGAIN)
-			return 0;
-		/* ECONNRESET and the like: the client has gone. */
-		return -errno;
+		if (n < 0)	/* EAGAIN: all read; else the client has gone */
+			return errno == EAGAIN ? 0 : -errno;
+		cmsg = CMSG_FIRSTHDR(&msg);
+		if (cmsg && cmsg->cmsg_level == SOL_SOCKET &&
+		    cmsg->cmsg_type == SCM_RIGHTS) {
+			int fd;
+
+			memcpy(&fd, CMSG_DATA(cmsg), sizeof(fd));
+			if (n == sizeof(buf.fd_message))
+				keep_fd(&buf.fd_message, fd);
+			else
+				close(fd);
+		}
 	}
+}
+
+static int ack_doorbell(void)
+{
+	return read_socket();
+}
+
+/* Takes the fd passed with @token, or returns -EBADF. */
+static int take_fd(uint32_t token)
+{
+	unsigned int i;
+	int fd;
+
+	read_socket();
+	for (i = 0; i < nr_passed_fds; i++) {
+		if (passed_fds[i].token != token)
+			continue;
+		fd = passed_fds[i].fd;
+		passed_fds[i] = passed_fds[--nr_passed_fds];
+		return fd;
+	}
+	return -EBADF;
+}
+
+static long host_call(long nr, const long *args)
+{
+	int fd, ret;
+
+	switch (nr) {
+	case LKL_UM_CALL_ADD_DISK:
+		fd = take_fd((uint32_t)args[0]);
+		if (fd < 0)
+			return fd;
+		ret = lklum_blk_add(fd, args[1] & LKL_UM_DISK_READONLY, NULL);
+		if (ret < 0)
+			close(fd);
+		return ret;
+	case LKL_UM_CALL_REMOVE_DISK:
+		return lklum_blk_remove((int)args[0]);
+	}
+	return -ENOSYS;
 }
 
 static int arm_doorbell(void)
@@ -177,12 +285,16 @@ static struct um_lib_host_ops channel_ops = {
 	.ack_doorbell	= ack_doorbell,
 	.arm_doorbell	= arm_doorbell,
 	.idle_poll	= idle_poll,
+	.call		= host_call,
 };
 
-const struct um_lib_host_ops *lklum_channel_init(struct lkl_um_window *w,
-						 int channel_fd,
-						 unsigned int poll_us)
+const struct um_lib_host_ops *
+lklum_channel_init(struct lkl_um_window *w, int channel_fd,
+		   unsigned int poll_us, const struct lklum_disk_arg *disks,
+		   unsigned int nr_disks)
 {
+	boot_disks = disks;
+	nr_boot_disks = nr_disks;
 	window = w;
 	sq_entries = lkl_um_sq_entries(w);
 	cq_entries = lkl_um_cq_entries(w);

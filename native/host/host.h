@@ -12,10 +12,17 @@
 #include <lkl_um/protocol.h>
 #include <um_library.h>
 
+/* A disk given on the command line: --disk=FD[,ro] */
+struct lklum_disk_arg {
+	int fd;
+	int readonly;
+};
+
 /* channel.c */
-const struct um_lib_host_ops *lklum_channel_init(struct lkl_um_window *w,
-						 int channel_fd,
-						 unsigned int poll_us);
+const struct um_lib_host_ops *
+lklum_channel_init(struct lkl_um_window *w, int channel_fd,
+		   unsigned int poll_us, const struct lklum_disk_arg *disks,
+		   unsigned int nr_disks);
 void lklum_channel_halted(void);
 
 #endif

@@ -5,13 +5,15 @@
  * The client library spawns it; it is not meant to be run by hand:
  *
  *   lkl-um-kernel --window=FD,ADDRESS --channel=FD [--poll-us=N]
- *                 -- [KERNEL ARGUMENT]...
+ *                 [--disk=FD[,ro]]... -- [KERNEL ARGUMENT]...
  *
  * --window   the window memfd, and the address the client mapped it at: we
  *            map it at the same one (LKL_UM_EXIT_WINDOW_TAKEN if we cannot,
  *            and the client retries elsewhere)
  * --channel  our end of the doorbell socket pair
  * --poll-us  how long the idle kernel polls for calls before it sleeps
+ * --disk     a disk image, there from boot: a virtio-blk disk (vda, vdb, ...
+ *            in order); ",ro" makes it read-only
  *
  * The console is fd 2, as the client set it up; fd 1 goes there too.  Then
  * the kernel boots with the given command line and serves the client until
@@ -32,12 +34,13 @@
 #include "host.h"
 
 #define DEFAULT_POLL_US 50
+#define MAX_BOOT_DISKS 16
 
 static void usage(const char *why)
 {
 	fprintf(stderr, "lkl-um-kernel: %s\n"
 		"usage: lkl-um-kernel --window=FD,ADDRESS --channel=FD "
-		"[--poll-us=N] -- [KERNEL ARGUMENT]...\n"
+		"[--poll-us=N] [--disk=FD[,ro]]... -- [KERNEL ARGUMENT]...\n"
 		"The kernel process of lkl-um; the client library starts it.\n",
 		why);
 	exit(LKL_UM_EXIT_USAGE);
@@ -97,9 +100,26 @@ static struct lkl_um_window *map_window(const char *spec)
 	return w;
 }
 
+static void parse_disk(const char *spec, struct lklum_disk_arg *disk)
+{
+	char fd_text[16];
+	const char *comma = strchr(spec, ',');
+	size_t len = comma ? (size_t)(comma - spec) : strlen(spec);
+
+	if (len == 0 || len >= sizeof(fd_text) || (comma && strcmp(comma, ",ro")))
+		usage("--disk wants FD or FD,ro");
+	memcpy(fd_text, spec, len);
+	fd_text[len] = 0;
+	disk->fd = parse_fd(fd_text);
+	disk->readonly = comma != NULL;
+	fcntl(disk->fd, F_SETFD, FD_CLOEXEC);
+}
+
 int main(int argc, char **argv, char **envp)
 {
+	static struct lklum_disk_arg disks[MAX_BOOT_DISKS];
 	const struct um_lib_host_ops *ops;
+	unsigned int nr_disks = 0;
 	struct lkl_um_window *window = NULL;
 	unsigned int poll_us = DEFAULT_POLL_US;
 	int channel_fd = -1;
@@ -113,6 +133,9 @@ int main(int argc, char **argv, char **envp)
 			channel_fd = parse_fd(argv[i] + 10);
 		else if (!strncmp(argv[i], "--poll-us=", 10))
 			poll_us = (unsigned int)strtoul(argv[i] + 10, NULL, 10);
+		else if (!strncmp(argv[i], "--disk=", 7) &&
+			 nr_disks < MAX_BOOT_DISKS)
+			parse_disk(argv[i] + 7, &disks[nr_disks++]);
 		else
 			usage("unknown option");
 	}
@@ -140,7 +163,7 @@ int main(int argc, char **argv, char **envp)
 	memcpy(kernel_argv + 1 + nr_defaults, argv + i + 1,
 	       (kernel_argc - 1 - nr_defaults) * sizeof(*kernel_argv));
 
-	ops = lklum_channel_init(window, channel_fd, poll_us);
+	ops = lklum_channel_init(window, channel_fd, poll_us, disks, nr_disks);
 	ret = uml_library_main(ops, kernel_argc, kernel_argv, envp);
 	lklum_channel_halted();
 	return ret;

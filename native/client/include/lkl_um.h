@@ -54,6 +54,9 @@ struct lkl_um;
  * @spin_us: how long a blocking call polls for its result before it
  *	sleeps; -1 means the default (50 us)
  * @kernel_poll_us: the same for the idle kernel; -1 means 50 us
+ * @disks: disk images there from boot (vda, vdb, ... in this order); the
+ *	kernel process gets a copy of each fd, the caller keeps its own
+ * @nr_disks: how many
  */
 struct lkl_um_options {
 	const char *kernel;
@@ -64,6 +67,18 @@ struct lkl_um_options {
 	unsigned int boot_timeout_ms;
 	int spin_us;
 	int kernel_poll_us;
+	const struct lkl_um_disk *disks;
+	unsigned int nr_disks;
+};
+
+/**
+ * struct lkl_um_disk - a disk image for the kernel
+ * @fd: the image, a regular file or a block device
+ * @readonly: the disk is read-only (a read-only @fd must be)
+ */
+struct lkl_um_disk {
+	int fd;
+	int readonly;
 };
 
 /**
@@ -171,6 +186,32 @@ void *lkl_um_window(struct lkl_um *k, size_t *size);
  * Calls still take addresses in the lkl_um_window() mapping.
  */
 int lkl_um_window_fd(const struct lkl_um *k);
+
+/**
+ * lkl_um_add_disk() - plug in a disk
+ * @k: the kernel
+ * @disk: the image; the kernel process gets a copy of its fd
+ *
+ * The kernel probes the disk, partition table included, before this
+ * returns.  Returns the disk's id (its device is the virtio-mmio.<id>
+ * platform device), or -errno: -EROFS for a read-only fd not added
+ * read-only, -EINVAL for an fd that is not a file or block device.
+ */
+int lkl_um_add_disk(struct lkl_um *k, const struct lkl_um_disk *disk);
+
+/** lkl_um_remove_disk() - unplug disk @id; unmount it first */
+int lkl_um_remove_disk(struct lkl_um *k, int id);
+
+/**
+ * lkl_um_send_fd() - pass an fd to the kernel process for a later call
+ * @k: the kernel
+ * @fd: the fd; the kernel process gets a copy
+ * @token: set to the number that names it in the call (LKL_UM_CALL_*)
+ *
+ * For callers that submit the calls themselves, asynchronously; see
+ * lkl_um_add_disk() for the blocking form.  Returns 0 or -errno.
+ */
+int lkl_um_send_fd(struct lkl_um *k, int fd, uint32_t *token);
 
 /**
  * lkl_um_halt() - halt the kernel: it syncs, unmounts every filesystem and

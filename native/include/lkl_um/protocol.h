@@ -47,6 +47,25 @@ enum lkl_um_state {
 /* struct lkl_um_ring.flags */
 #define LKL_UM_NEED_WAKEUP 1u
 
+/*
+ * Calls for the kernel process's host part rather than for the kernel: the
+ * negative numbers.
+ */
+#define LKL_UM_CALL_ADD_DISK (-1)	/* (fd token, flags) -> disk id */
+#define LKL_UM_CALL_REMOVE_DISK (-2)	/* (disk id) -> 0 */
+#define LKL_UM_DISK_READONLY 1u		/* flags of ADD_DISK */
+
+/*
+ * An fd for the host part (a disk image) travels on the doorbell socket as
+ * a message of its own, this struct with the fd in an SCM_RIGHTS control
+ * message, before the call that names it by its token.
+ */
+#define LKL_UM_FD_MAGIC 0x44464b4cu	/* "LKFD" */
+struct lkl_um_fd_message {
+	uint32_t magic;
+	uint32_t token;
+};
+
 /* One system call: x86_64 number, six arguments, the client's tag. */
 struct lkl_um_sqe {
 	int64_t nr;

@@ -104,20 +104,31 @@ describe('a kernel', () => {
     buf.free();
   });
 
-  test('mounts proc and sysfs, lists them, unmounts', async () => {
-    await k.fs.mkdir('/proc');
-    await k.fs.mkdir('/sys');
+  test('boots with /dev, /proc and /sys mounted', async () => {
+    const mounts = await k.mounts();
+    expect(mounts.map((m) => [m.target, m.type])).toEqual(
+      expect.arrayContaining([
+        ['/dev', 'devtmpfs'],
+        ['/proc', 'proc'],
+        ['/sys', 'sysfs'],
+      ]),
+    );
+    expect(await k.fs.readdir('/dev')).toContain('null');
+  });
+
+  test('mounts proc and sysfs again elsewhere, lists them, unmounts', async () => {
+    await k.fs.mkdir('/proc2');
+    await k.fs.mkdir('/sys2');
     const args = k.alloc(64);
-    const b = args.bytes;
-    b.write('proc\0/proc\0sysfs\0/sys\0');
+    args.bytes.write('proc\0/proc2\0sysfs\0/sys2\0');
     await k.sys.mount(args.address, args.address + 5, args.address, 0, 0);
-    await k.sys.mount(args.address + 11, args.address + 17, args.address + 11, 0, 0);
-    expect(await k.fs.readdir('/proc')).toEqual(expect.arrayContaining(['self', '1', 'mounts']));
-    expect(await k.fs.readFile('/proc/self/mounts', 'utf8')).toMatch(/^proc \/proc proc /m);
-    expect(await k.fs.readdir('/sys')).toEqual(expect.arrayContaining(['kernel', 'block', 'fs']));
+    await k.sys.mount(args.address + 12, args.address + 18, args.address + 12, 0, 0);
+    expect(await k.fs.readdir('/proc2')).toEqual(expect.arrayContaining(['self', '1', 'mounts']));
+    expect(await k.fs.readFile('/proc2/self/mounts', 'utf8')).toMatch(/^proc \/proc2 proc /m);
+    expect(await k.fs.readdir('/sys2')).toEqual(expect.arrayContaining(['kernel', 'block', 'fs']));
     await k.sys.umount2(args.address + 5, 0);
-    await k.sys.umount2(args.address + 17, 0);
-    expect(await k.fs.readdir('/proc')).toEqual([]);
+    await k.sys.umount2(args.address + 18, 0);
+    expect(await k.fs.readdir('/proc2')).toEqual([]);
     args.free();
   });
 

@@ -147,9 +147,11 @@ export class KernelFs {
 
   // --- whole files ----------------------------------------------------------
 
+  readFile(path: PathLike | FileHandle, options: BufferEncoding | { encoding: BufferEncoding; flag?: OpenFlags }): Promise<string>;
+  readFile(path: PathLike | FileHandle, options?: { encoding?: null; flag?: OpenFlags } | null): Promise<Buffer>;
   async readFile(
     path: PathLike | FileHandle,
-    options?: BufferEncoding | { encoding?: BufferEncoding | null; flag?: OpenFlags },
+    options?: BufferEncoding | { encoding?: BufferEncoding | null; flag?: OpenFlags } | null,
   ): Promise<string | Buffer> {
     const opts = typeof options === 'string' ? { encoding: options } : (options ?? {});
     const handle = path instanceof FileHandle ? path : await this.open(path, opts.flag ?? 'r');
@@ -400,7 +402,7 @@ export class KernelFs {
     options: { withFileTypes?: boolean; encoding?: BufferEncoding | 'buffer' } = {},
   ): Promise<string[] | Buffer[] | Dirent[]> {
     const dir = await this.opendir(path);
-    const entries: { name: Buffer; type: number; ino: bigint }[] = [];
+    const entries: RawDirent[] = [];
     try {
       for (let batch = await dir.readRaw(); batch.length; batch = await dir.readRaw()) entries.push(...batch);
     } finally {
@@ -411,7 +413,7 @@ export class KernelFs {
     const encoding = options.encoding ?? 'utf8';
     if (options.withFileTypes) {
       const parent = pathString(path);
-      return entries.map((e) => new Dirent(e.name.toString('utf8'), parent, e.type, e.ino));
+      return Promise.all(entries.map((e) => this.dirent(parent, e)));
     }
     return encoding === 'buffer'
       ? entries.map((e) => Buffer.from(e.name))
@@ -422,7 +424,22 @@ export class KernelFs {
     const fd = await this.onPath('opendir', path, (p) =>
       this.call(NR.openat, C.AT_FDCWD, p, C.O_RDONLY | C.O_DIRECTORY | C.O_CLOEXEC, 0),
     );
-    return new Dir(this.kernel, fd, pathString(path));
+    return new Dir(this.kernel, this, fd, pathString(path));
+  }
+
+  /**
+   * A Dirent for a raw entry.  Filesystems that do not record types in
+   * their directories (iso9660, ...) say DT_UNKNOWN: then, as node:fs does,
+   * ask lstat.
+   */
+  async dirent(parent: string, e: RawDirent): Promise<Dirent> {
+    const name = e.name.toString('utf8');
+    let type = e.type;
+    if (type === DT_UNKNOWN) {
+      const st = await this.lstat(`${parent.replace(/\/+$/, '')}/${name}`);
+      type = (st.mode & C.S_IFMT) >> 12;
+    }
+    return new Dirent(name, parent, type, e.ino);
   }
 
   // --- extended attributes ---------------------------------------------------
@@ -676,8 +693,10 @@ export class FileHandle {
     return { bytesWritten, buffers };
   }
 
-  readFile(options?: BufferEncoding | { encoding?: BufferEncoding | null }): Promise<string | Buffer> {
-    return this.fs.readFile(this, options);
+  readFile(options: BufferEncoding | { encoding: BufferEncoding }): Promise<string>;
+  readFile(options?: { encoding?: null } | null): Promise<Buffer>;
+  readFile(options?: BufferEncoding | { encoding?: BufferEncoding | null } | null): Promise<string | Buffer> {
+    return this.fs.readFile(this, options as { encoding?: null });
   }
 
   writeFile(data: Data, options?: BufferEncoding | { encoding?: BufferEncoding }): Promise<void> {
@@ -776,12 +795,13 @@ export class Dir {
 
   constructor(
     private readonly kernel: Kernel,
+    private readonly fs: KernelFs,
     private readonly fd: number,
     readonly path: string,
   ) {}
 
   /** The next batch of raw entries (without . and ..); empty at the end. */
-  async readRaw(): Promise<{ name: Buffer; type: number; ino: bigint }[]> {
+  async readRaw(): Promise<RawDirent[]> {
     const size = 32 * 1024;
     return this.kernel.withBuffer(size, async (buf) => {
       for (;;) {
@@ -797,7 +817,7 @@ export class Dir {
 
   async read(): Promise<Dirent | null> {
     if (!this.#buffered.length) {
-      this.#buffered = (await this.readRaw()).map((e) => new Dirent(e.name.toString('utf8'), this.path, e.type, e.ino));
+      this.#buffered = await Promise.all((await this.readRaw()).map((e) => this.fs.dirent(this.path, e)));
     }
     return this.#buffered.shift() ?? null;
   }
@@ -817,5 +837,13 @@ export class Dir {
   }
 }
 
+/** A directory entry as getdents64 gives it. */
+export interface RawDirent {
+  name: Buffer;
+  type: number;
+  ino: bigint;
+}
+
+const DT_UNKNOWN = 0;
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');

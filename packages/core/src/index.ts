@@ -5,6 +5,8 @@
 //   console.log(await k.sys.getpid());
 //   await k.shutdown();
 export { Kernel, parseSize } from './kernel';
+export { Disk, probeType } from './disk';
+export type { AddDiskOptions, MountOptions, Partition } from './disk';
 export type { Arg, BootOptions } from './kernel';
 export { KernelError, errnoName, errnoMessage } from './errors';
 export { KernelFs, FileHandle, Dir, parseFlags, toTimespec, CHUNK, DEPTH } from './fs';

@@ -1,8 +1,9 @@
 // The Kernel: boots a kernel process, makes system calls into it and shuts
 // it down.  System calls are asynchronous: each returns a Promise that
 // settles when its result arrives on the event loop.
-import { KernelError } from './errors';
-import { SYSCALLS } from './generated/abi';
+import { AddDiskOptions, addDisk, Disk, mount, MountOptions } from './disk';
+import { check, KernelError } from './errors';
+import { CONSTANTS as C, SYSCALLS } from './generated/abi';
 import { KernelFs } from './fs';
 import { loadAddon, locate, NativeKernel } from './native';
 import { makeSys, Sys } from './sys';
@@ -147,7 +148,11 @@ export class Kernel {
     this.fs = new KernelFs(this);
   }
 
-  /** Boots a kernel.  Rejects with the kernel's own last words if it cannot. */
+  /**
+   * Boots a kernel.  Rejects with the kernel's own last words if it cannot.
+   * The kernel starts with devtmpfs on /dev, proc on /proc and sysfs on
+   * /sys, like a system that has booted.
+   */
   static async boot(options: BootOptions = {}): Promise<Kernel> {
     const consoleFd =
       options.console === 'inherit' ? 2 : typeof options.console === 'number' ? options.console : -1;
@@ -159,7 +164,80 @@ export class Kernel {
       consoleFd,
       bootTimeoutMs: options.bootTimeoutMs,
     });
-    return new Kernel(native);
+    const k = new Kernel(native);
+    try {
+      for (const [type, dir] of [
+        ['devtmpfs', '/dev'],
+        ['proc', '/proc'],
+        ['sysfs', '/sys'],
+      ]) {
+        await k.fs.mkdir(dir, { recursive: true });
+        check(await k.mountRaw(type, dir, type, C.MS_NOSUID | C.MS_NOEXEC), 'mount', dir);
+      }
+    } catch (e) {
+      native.close();
+      throw e;
+    }
+    return k;
+  }
+
+  /**
+   * Plugs in a disk image (a path, or an open fd) as a virtio-blk disk.
+   * A read-only image needs { readOnly: true }.
+   */
+  addDisk(image: string | number, options?: AddDiskOptions): Promise<Disk> {
+    return addDisk(this, image, options);
+  }
+
+  /**
+   * Mounts a disk (or one of its partitions); resolves with where.  With
+   * type 'auto' (the default) the filesystem is found from its signature,
+   * or else by trying each the kernel knows.
+   */
+  mount(disk: Disk, options?: MountOptions): Promise<string> {
+    return mount(this, disk, options);
+  }
+
+  /** Unmounts what is mounted at path. */
+  async umount(path: string, options: { lazy?: boolean; force?: boolean } = {}): Promise<void> {
+    const flags = (options.lazy ? C.MNT_DETACH : 0) | (options.force ? C.MNT_FORCE : 0);
+    const ret = await this.withBuffer(Buffer.byteLength(path) + 1, (b) =>
+      this.call(SYSCALLS.umount2, b.cstring(path), flags),
+    );
+    check(ret, 'umount', path);
+  }
+
+  /** What is mounted where, from /proc/self/mounts. */
+  async mounts(): Promise<{ source: string; target: string; type: string; options: string }[]> {
+    const unescape = (s: string) => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+    return (await this.fs.readFile('/proc/self/mounts', 'utf8'))
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => {
+        const [source, target, type, options] = line.split(' ');
+        return { source: unescape(source), target: unescape(target), type, options };
+      });
+  }
+
+  /** mount(2), returning what it returns: -errno on failure. */
+  mountRaw(source: string, target: string, type: string, flags: number, data?: string): Promise<number> {
+    const parts = [source, target, type, data ?? ''];
+    const size = parts.reduce((n, p) => n + Buffer.byteLength(p) + 1, 0);
+    return this.withBuffer(size, (b) => {
+      let at = 0;
+      const addrs = parts.map((p) => {
+        const addr = b.address + at;
+        at += b.bytes.write(p, at, 'utf8');
+        b.bytes[at++] = 0;
+        return addr;
+      });
+      return this.call(SYSCALLS.mount, addrs[0], addrs[1], addrs[2], flags, data === undefined ? 0 : addrs[3]);
+    });
+  }
+
+  /** Passes a host fd to the kernel process, for a host call; returns its token. */
+  sendFd(fd: number): number {
+    return this.#alive().sendFd(fd);
   }
 
   /**

@@ -35,6 +35,8 @@ export interface NativeKernel {
   console(): string;
   exitStatus(): number;
   inFlight(): number;
+  /** Passes a host fd to the kernel process; returns its token for a host call. */
+  sendFd(fd: number): number;
 }
 
 export interface NativeAddon {

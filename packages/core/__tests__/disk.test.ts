@@ -1,0 +1,395 @@
+// The disk test: for every filesystem the kernel carries, an image made by
+// the real tool is plugged in, mounted ('auto' must find it), written
+// (where it is writable), read back, unmounted, then checked by its own
+// fsck and read by the host (its kernel through a loop mount, or a FUSE
+// driver or an extracting tool where the host kernel lacks the driver).
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, copyFileSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Kernel } from '../src';
+import {
+  FILESYSTEMS,
+  Filesystem,
+  isRoot,
+  readTree,
+  run,
+  tempDir,
+  Tree,
+  writeHostTree,
+} from './helpers/images';
+
+jest.setTimeout(300_000);
+
+let k: Kernel;
+let work: string;
+
+beforeAll(async () => {
+  if (!isRoot()) throw new Error('the disk tests read images back through loop and FUSE mounts: run them as root');
+  k = await Kernel.boot({ memory: '512M' });
+  work = tempDir();
+});
+
+afterAll(async () => {
+  await k?.shutdown();
+  rmSync(work, { recursive: true, force: true });
+});
+
+const RANDOM = randomBytes(3 << 20);
+
+function treeFor(fs: Filesystem): Tree {
+  const tree: Tree = {
+    dir: null,
+    'dir/sub': null,
+    'dir/sub/deep.txt': 'deep\n',
+    'hello.txt': 'hello, world\n',
+    empty: '',
+    'random.bin': RANDOM,
+    'unicode-ü€.txt': 'ü€',
+  };
+  if (fs.symlinks) tree['link-to-hello'] = { link: 'hello.txt' };
+  return tree;
+}
+
+/** Writes a Tree into the kernel under dir. */
+async function writeKernelTree(dir: string, tree: Tree): Promise<void> {
+  for (const [rel, content] of Object.entries(tree)) {
+    const path = `${dir}/${rel}`;
+    if (content === null) await k.fs.mkdir(path);
+    else if (typeof content === 'object' && !Buffer.isBuffer(content)) await k.fs.symlink(content.link, path);
+    else await k.fs.writeFile(path, content);
+  }
+}
+
+/** Reads a Tree back from the kernel, as readTree() does on the host. */
+async function readKernelTree(kernel: Kernel, dir: string, prefix = ''): Promise<Tree> {
+  const tree: Tree = {};
+  for (const d of await kernel.fs.readdir(prefix ? `${dir}/${prefix}` : dir, { withFileTypes: true })) {
+    if (!prefix && d.name === 'lost+found') continue;
+    const rel = prefix ? `${prefix}/${d.name}` : d.name;
+    const path = `${dir}/${rel}`;
+    if (d.isSymbolicLink()) tree[rel] = { link: await kernel.fs.readlink(path) };
+    else if (d.isDirectory()) {
+      tree[rel] = null;
+      Object.assign(tree, await readKernelTree(kernel, dir, rel));
+    } else tree[rel] = await kernel.fs.readFile(path);
+  }
+  return tree;
+}
+
+/* Buffers and strings compare as bytes. */
+function normalize(tree: Tree): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const [k2, v] of Object.entries(tree)) {
+    if (v === null) out[k2] = 'dir';
+    else if (typeof v === 'object' && !Buffer.isBuffer(v)) out[k2] = `-> ${v.link}`;
+    else out[k2] = Buffer.from(v).toString('base64');
+  }
+  return out;
+}
+
+async function mountedType(target: string): Promise<string | undefined> {
+  return (await k.mounts()).find((m) => m.target === target)?.type;
+}
+
+describe.each(FILESYSTEMS.filter((f) => !f.readOnly).map((f) => [f.type, f] as const))('%s', (type, fs) => {
+  test('made by its tool, mounted, written, read back; fsck clean; the host reads the same', async () => {
+    const image = join(work, `${type}.img`);
+    fs.make(image);
+    const tree = treeFor(fs);
+
+    const disk = await k.addDisk(image);
+    expect(disk.size).toBe(statSync(image).size);
+    const target = await k.mount(disk);
+    expect(await mountedType(target)).toBe(type);
+    await writeKernelTree(target, tree);
+    expect(normalize(await readKernelTree(k, target))).toEqual(normalize(tree));
+    await k.umount(target);
+    await disk.remove();
+
+    fs.fsck?.(image);
+    if (!fs.extract) {
+      // No host reader: a fresh kernel, which caches nothing, reads it.
+      const fresh = await Kernel.boot({ memory: '256M' });
+      const d = await fresh.addDisk(image, { readOnly: true });
+      const m = await fresh.mount(d);
+      expect(normalize(await readKernelTree(fresh, m))).toEqual(normalize(tree));
+      await fresh.shutdown();
+    } else {
+      const host = tempDir('lkl-um-host-');
+      fs.extract(image, host);
+      const seen = readTree(host);
+      delete seen['lost+found'];
+      expect(normalize(seen)).toEqual(normalize(tree));
+      rmSync(host, { recursive: true });
+    }
+    rmSync(image);
+  });
+});
+
+describe.each(FILESYSTEMS.filter((f) => f.readOnly).map((f) => [f.type, f] as const))('%s', (type, fs) => {
+  test('made by its tool from a tree, mounted read-only, read back, refuses writes', async () => {
+    const source = tempDir('lkl-um-src-');
+    const tree = treeFor(fs);
+    writeHostTree(source, tree);
+    const image = join(work, `${type}.img`);
+    fs.make(image, source);
+
+    const disk = await k.addDisk(image, { readOnly: true });
+    const target = await k.mount(disk);
+    expect(await mountedType(target)).toBe(type);
+    expect(normalize(await readKernelTree(k, target))).toEqual(normalize(readTree(source)));
+    await expect(k.fs.writeFile(`${target}/new`, 'x')).rejects.toMatchObject({ code: 'EROFS' });
+    await k.umount(target);
+    await disk.remove();
+
+    const host = tempDir('lkl-um-host-');
+    fs.extract!(image, host);
+    expect(normalize(readTree(host))).toEqual(normalize(readTree(source)));
+    rmSync(host, { recursive: true });
+    rmSync(source, { recursive: true });
+    rmSync(image);
+  });
+});
+
+describe('partitioned images', () => {
+  test.each(['gpt', 'dos'])('%s with two partitions: partition 2 mounts', async (label) => {
+    const image = join(work, `parted-${label}.img`);
+    writeFileSync(image, '');
+    truncateSync(image, 80 << 20);
+    run('sfdisk', ['-q', image], { input: `label: ${label}\nsize=16MiB\nsize=48MiB\n` });
+    const layout = JSON.parse(run('sfdisk', ['-J', image])).partitiontable.partitions as { start: number; size: number }[];
+    const part = join(work, `part-${label}.img`);
+    writeFileSync(part, '');
+    truncateSync(part, layout[1].size * 512);
+    run('mkfs.ext4', ['-q', '-F', part]);
+    run('dd', [`if=${part}`, `of=${image}`, 'bs=512', `seek=${layout[1].start}`, 'conv=notrunc', 'status=none']);
+
+    const disk = await k.addDisk(image);
+    expect(disk.partitions.map((p) => [p.number, p.start, p.size])).toEqual(
+      layout.map((p, i) => [i + 1, p.start * 512, p.size * 512]),
+    );
+    const target = await k.mount(disk, { partition: 2 });
+    expect(target).toBe(`/mnt/${disk.name}2`);
+    await k.fs.writeFile(`${target}/on-partition-2`, 'two');
+    await k.umount(target);
+    await expect(k.mount(disk, { partition: 3 })).rejects.toThrow(/no partition 3/);
+    await disk.remove();
+
+    run('dd', [`if=${image}`, `of=${part}`, 'bs=512', `skip=${layout[1].start}`, `count=${layout[1].size}`, 'status=none']);
+    run('e2fsck', ['-fn', part]);
+    expect(run('debugfs', ['-R', 'cat /on-partition-2', part])).toBe('two');
+  });
+});
+
+describe('durability', () => {
+  test('data written and fsynced inside survives kill -9 of the kernel process', async () => {
+    const image = join(work, 'durable.img');
+    FILESYSTEMS[0].make(image);
+    const victim = await Kernel.boot();
+    const disk = await victim.addDisk(image);
+    const target = await victim.mount(disk);
+    const data = randomBytes(5 << 20);
+    const fh = await victim.fs.open(`${target}/synced`, 'w');
+    await fh.write(data);
+    await fh.sync();
+    process.kill(victim.pid, 'SIGKILL');
+    await expect(victim.shutdown()).rejects.toThrow();
+
+    // The host view, after journal recovery on a copy.
+    const copy = join(work, 'durable-copy.img');
+    copyFileSync(image, copy);
+    spawnFsckFix(copy);
+    const out = join(work, 'synced.out');
+    run('debugfs', ['-R', `dump /synced ${out}`, copy]);
+    expect(readFileSync(out).equals(data)).toBe(true);
+  });
+
+  test('when Node is killed mid-write, the kernel unmounts by itself: fsck clean without recovery', async () => {
+    const image = join(work, 'orphan.img');
+    FILESYSTEMS[0].make(image);
+    const script = `
+      const { Kernel } = require(${JSON.stringify(join(__dirname, '../dist'))});
+      (async () => {
+        const k = await Kernel.boot();
+        const m = await k.mount(await k.addDisk(${JSON.stringify(image)}));
+        console.log(k.pid);
+        const chunk = Buffer.alloc(1 << 20, 7);
+        for (let i = 0; ; i++) await k.fs.writeFile(m + '/f' + (i % 20), chunk);
+      })();`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const pid = await new Promise<number>((resolve) => child.stdout.once('data', (d) => resolve(Number(d))));
+    await new Promise((r) => setTimeout(r, 300));
+    child.kill('SIGKILL');
+    const until = Date.now() + 10_000;
+    while (Date.now() < until && alive(pid)) await new Promise((r) => setTimeout(r, 20));
+    expect(alive(pid)).toBe(false);
+    run('e2fsck', ['-fn', image]); // exit 0: clean, no journal to replay
+    expect(run('dumpe2fs', ['-h', image])).toMatch(/Filesystem state:\s+clean/);
+    expect(run('dumpe2fs', ['-h', image])).not.toMatch(/needs_recovery/);
+  });
+});
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !/State:\s+Z/.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/* e2fsck -fy exits 1 when it fixed something, which a journal replay is. */
+function spawnFsckFix(image: string): void {
+  try {
+    run('e2fsck', ['-fy', image]);
+  } catch (e) {
+    if (!/failed \(1\)/.test((e as Error).message)) throw e;
+  }
+}
+
+describe('bad input', () => {
+  test('a missing image, a directory', async () => {
+    await expect(k.addDisk(join(work, 'missing.img'))).rejects.toMatchObject({ code: 'ENOENT' });
+    await expect(k.addDisk(work)).rejects.toMatchObject({ code: 'EISDIR' });
+  });
+
+  test('an empty file: no filesystem, and the error lists what was tried', async () => {
+    const image = join(work, 'empty.img');
+    writeFileSync(image, '');
+    const disk = await k.addDisk(image);
+    expect(disk.size).toBe(0);
+    await expect(k.mount(disk)).rejects.toThrow(/no filesystem the kernel knows; tried .*ext4.*xfs/);
+    await disk.remove();
+  });
+
+  test('a truncated image and a corrupt superblock give the kernel\'s own words', async () => {
+    const image = join(work, 'truncated.img');
+    FILESYSTEMS[0].make(image);
+    truncateSync(image, 4 << 20);
+    let disk = await k.addDisk(image);
+    await expect(k.mount(disk)).rejects.toThrow(/EXT4-fs/);
+    await disk.remove();
+
+    const corrupt = join(work, 'corrupt.img');
+    FILESYSTEMS[0].make(corrupt);
+    const bytes = readFileSync(corrupt);
+    bytes.fill(0xff, 1024, 1024 + 256); // the primary superblock
+    writeFileSync(corrupt, bytes);
+    disk = await k.addDisk(corrupt);
+    await expect(k.mount(disk)).rejects.toThrow(/no filesystem the kernel knows/);
+    await expect(k.mount(disk, { type: 'ext4' })).rejects.toThrow(/the kernel said: .*EXT4-fs/);
+    await disk.remove();
+  });
+
+  test('a wrong type', async () => {
+    const image = join(work, 'wrongtype.img');
+    FILESYSTEMS[0].make(image);
+    const disk = await k.addDisk(image);
+    await expect(k.mount(disk, { type: 'xfs' })).rejects.toThrow(/as xfs.*the kernel said: .*XFS/);
+    await disk.remove();
+  });
+
+  test('a full filesystem: ENOSPC, and nothing written earlier is lost', async () => {
+    const image = join(work, 'full.img');
+    writeFileSync(image, '');
+    truncateSync(image, 8 << 20);
+    run('mkfs.ext4', ['-q', '-F', image]);
+    const disk = await k.addDisk(image);
+    const target = await k.mount(disk);
+    await k.fs.writeFile(`${target}/keep`, 'precious');
+    await expect(k.fs.writeFile(`${target}/huge`, Buffer.alloc(16 << 20, 1))).rejects.toMatchObject({
+      code: 'ENOSPC',
+    });
+    expect(await k.fs.readFile(`${target}/keep`, 'utf8')).toBe('precious');
+    await k.umount(target);
+    await disk.remove();
+    run('e2fsck', ['-fn', image]);
+    expect(run('debugfs', ['-R', 'cat /keep', image])).toBe('precious');
+  });
+
+  test('a read-only image file: mounts read-only when asked, a clear error otherwise', async () => {
+    const image = join(work, 'readonly.img');
+    FILESYSTEMS[0].make(image);
+    chmodSync(image, 0o444);
+    run('chattr', ['+i', image]); // even root cannot write it now
+    try {
+      await expect(k.addDisk(image)).rejects.toThrow(/read-only.*readOnly: true/);
+      const disk = await k.addDisk(image, { readOnly: true });
+      const target = await k.mount(disk);
+      expect((await k.mounts()).find((m) => m.target === target)?.options).toMatch(/^ro\b/);
+      await expect(k.fs.writeFile(`${target}/x`, 'x')).rejects.toMatchObject({ code: 'EROFS' });
+      await k.umount(target);
+      await disk.remove();
+    } finally {
+      run('chattr', ['-i', image]);
+    }
+  });
+
+  test('a disk cannot be removed while mounted', async () => {
+    const image = join(work, 'busy.img');
+    FILESYSTEMS[0].make(image);
+    const disk = await k.addDisk(image);
+    const target = await k.mount(disk);
+    await expect(disk.remove()).rejects.toMatchObject({ code: 'EBUSY' });
+    await k.umount(target);
+    await disk.remove();
+  });
+});
+
+describe('fuzzing', () => {
+  test('300 randomly corrupted ext4 images: each an error or a readable tree, never a hang or a crash', async () => {
+    const source = tempDir('lkl-um-fuzz-src-');
+    writeHostTree(source, {
+      a: null,
+      'a/b': null,
+      'a/b/file': 'x'.repeat(5000),
+      'a/other': 'y',
+      top: 'z'.repeat(100000),
+    });
+    const base = join(work, 'fuzz-base.img');
+    writeFileSync(base, '');
+    truncateSync(base, 4 << 20);
+    run('mkfs.ext4', ['-q', '-F', '-d', source, base]);
+    const pristine = readFileSync(base);
+
+    let fuzzer = await Kernel.boot({ memory: '128M' });
+    const outcome = { readable: 0, refused: 0, crashed: 0 };
+    const image = join(work, 'fuzz.img');
+    for (let i = 0; i < 300; i++) {
+      const bytes = Buffer.from(pristine);
+      for (let j = 0; j < 16; j++) bytes[Math.floor(Math.random() * (256 << 10))] = Math.floor(Math.random() * 256);
+      writeFileSync(image, bytes);
+      const attempt = (async () => {
+        const disk = await fuzzer.addDisk(image, { readOnly: true });
+        try {
+          const target = await fuzzer.mount(disk, { type: 'ext4' });
+          try {
+            await readKernelTree(fuzzer, target);
+          } finally {
+            await fuzzer.umount(target, { lazy: true });
+          }
+        } finally {
+          await disk.remove().catch(() => undefined);
+        }
+      })();
+      const result = await Promise.race([
+        attempt.then(
+          () => 'readable',
+          (e: Error & { code?: string }) => (e.code === 'ESHUTDOWN' ? 'crashed' : 'refused'),
+        ),
+        new Promise<string>((r) => setTimeout(() => r('hung'), 20_000)),
+      ]);
+      expect(result).not.toBe('hung');
+      outcome[result as keyof typeof outcome]++;
+      if (result === 'crashed') {
+        await fuzzer.shutdown().catch(() => undefined);
+        fuzzer = await Kernel.boot({ memory: '128M' });
+      }
+    }
+    await fuzzer.shutdown().catch(() => undefined);
+    console.log(`fuzzing: ${JSON.stringify(outcome)}`);
+    expect(outcome.readable + outcome.refused + outcome.crashed).toBe(300);
+    rmSync(source, { recursive: true });
+  });
+});

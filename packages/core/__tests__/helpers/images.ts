@@ -1,0 +1,187 @@
+// Real images made by the real tools, checked by the real tools: what the
+// disk tests share.  A tool that is missing fails the test with what to
+// install (CI installs everything: .ci/debian-packages).
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, lstatSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export function run(cmd: string, args: string[], opts: { input?: string } = {}): string {
+  const r = spawnSync(cmd, args, { input: opts.input, encoding: 'utf8' });
+  if (r.error && (r.error as NodeJS.ErrnoException).code === 'ENOENT') {
+    throw new Error(`${cmd} is not installed (see .ci/debian-packages: sudo apt-get install $(cat .ci/debian-packages))`);
+  }
+  if (r.status !== 0) {
+    throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
+  }
+  return r.stdout;
+}
+
+export function tempDir(prefix = 'lkl-um-test-'): string {
+  return mkdtempSync(join(process.env.LKL_UM_TEST_TMP ?? tmpdir(), prefix));
+}
+
+/** How to make, check and read each filesystem from the host. */
+export interface Filesystem {
+  type: string;
+  size: string;
+  /** Makes an empty image, or (read-only filesystems) one holding `from`. */
+  make(image: string, from?: string): void;
+  /** Checks the image, changing nothing; throws when it is not clean. */
+  fsck?(image: string): void;
+  /**
+   * Copies the image's files out with host means, into dir.  Without one
+   * (the host kernel lacks the driver, and no tool reads it), a second,
+   * fresh lkl-um kernel reads the image instead.
+   */
+  extract?(image: string, dir: string): void;
+  readOnly?: boolean;
+  symlinks: boolean;
+  hardlinks: boolean;
+  /** Unix owners and modes are kept. */
+  owners: boolean;
+}
+
+const truncate = (image: string, size: string) => run('truncate', ['-s', size, image]);
+
+/* The host kernel's own driver, through a read-only loop mount. */
+function loopExtract(image: string, dir: string, type?: string): void {
+  const mnt = tempDir('lkl-um-loop-');
+  run('mount', ['-o', 'loop,ro', ...(type ? ['-t', type] : []), image, mnt]);
+  try {
+    run('cp', ['-a', `${mnt}/.`, dir]);
+  } finally {
+    run('umount', [mnt]);
+    rmSync(mnt, { recursive: true });
+  }
+}
+
+/* A FUSE driver: mount, copy, unmount. */
+function fuseExtract(cmd: string, args: string[], image: string, dir: string): void {
+  const mnt = tempDir('lkl-um-fuse-');
+  run(cmd, [...args, image, mnt]);
+  try {
+    run('cp', ['-r', '--preserve=mode,timestamps,links', `${mnt}/.`, dir]);
+  } finally {
+    run('umount', [mnt]);
+    rmSync(mnt, { recursive: true });
+  }
+}
+
+/* Some FUSE drivers want a block device: a read-only loop device on the image. */
+function withLoopDevice(image: string, fn: (dev: string) => void): void {
+  const dev = run('losetup', ['-f', '--show', '-r', image]).trim();
+  try {
+    fn(dev);
+  } finally {
+    run('losetup', ['-d', dev]);
+  }
+}
+
+const e2fsckClean = (image: string) => run('e2fsck', ['-fn', image]);
+
+export const FILESYSTEMS: Filesystem[] = [
+  {
+    type: 'ext4', size: '64M', symlinks: true, hardlinks: true, owners: true,
+    make: (i) => (truncate(i, '64M'), run('mkfs.ext4', ['-q', '-F', i])),
+    fsck: e2fsckClean,
+    extract: (i, d) => loopExtract(i, d),
+  },
+  {
+    type: 'btrfs', size: '128M', symlinks: true, hardlinks: true, owners: true,
+    make: (i) => (truncate(i, '128M'), run('mkfs.btrfs', ['-q', '-f', i])),
+    fsck: (i) => run('btrfs', ['check', '--readonly', i]),
+    extract: (i, d) => loopExtract(i, d),
+  },
+  {
+    type: 'xfs', size: '320M', symlinks: true, hardlinks: true, owners: true,
+    make: (i) => (truncate(i, '320M'), run('mkfs.xfs', ['-q', '-f', i])),
+    fsck: (i) => run('xfs_repair', ['-n', i]),
+    extract: (i, d) => loopExtract(i, d),
+  },
+  {
+    type: 'vfat', size: '32M', symlinks: false, hardlinks: false, owners: false,
+    make: (i) => (truncate(i, '32M'), run('mkfs.vfat', [i])),
+    fsck: (i) => run('fsck.vfat', ['-n', i]),
+    extract: (i, d) => run('mcopy', ['-s', '-n', '-i', i, '::/*', d]),
+  },
+  {
+    type: 'exfat', size: '32M', symlinks: false, hardlinks: false, owners: false,
+    make: (i) => (truncate(i, '32M'), run('mkfs.exfat', [i])),
+    fsck: (i) => run('fsck.exfat', ['-n', i]),
+    extract: (i, d) => withLoopDevice(i, (dev) => fuseExtract('mount.exfat-fuse', ['-o', 'ro'], dev, d)),
+  },
+  {
+    type: 'f2fs', size: '128M', symlinks: true, hardlinks: true, owners: true,
+    make: (i) => (truncate(i, '128M'), run('mkfs.f2fs', ['-q', '-f', i])),
+    fsck: (i) => {
+      const out = run('fsck.f2fs', ['--dry-run', i]);
+      if (/\[Fail\]/i.test(out)) throw new Error(`fsck.f2fs:\n${out}`);
+      return out;
+    },
+  },
+  {
+    type: 'ntfs3', size: '32M', symlinks: true, hardlinks: true, owners: false,
+    make: (i) => (truncate(i, '32M'), run('mkntfs', ['-q', '-F', '-f', i])),
+    fsck: (i) => run('ntfsfix', ['-n', i]),
+    extract: (i, d) => fuseExtract('ntfs-3g', ['-o', 'ro'], i, d),
+  },
+  {
+    type: 'udf', size: '32M', symlinks: true, hardlinks: true, owners: true,
+    make: (i) => (truncate(i, '32M'), run('mkudffs', ['--utf8', '--media-type=hd', i])),
+  },
+  {
+    type: 'iso9660', size: '', readOnly: true, symlinks: true, hardlinks: false, owners: true,
+    make: (i, from) => run('xorriso', ['-as', 'mkisofs', '-quiet', '-R', '-J', '-o', i, from!]),
+    extract: (i, d) => run('xorriso', ['-osirrox', 'on', '-indev', i, '-extract', '/', d]),
+  },
+  {
+    type: 'squashfs', size: '', readOnly: true, symlinks: true, hardlinks: true, owners: true,
+    make: (i, from) => run('mksquashfs', [from!, i, '-quiet', '-noappend', '-no-progress']),
+    extract: (i, d) => loopExtract(i, d),
+  },
+  {
+    type: 'erofs', size: '', readOnly: true, symlinks: true, hardlinks: true, owners: true,
+    make: (i, from) => run('mkfs.erofs', [i, from!]),
+    extract: (i, d) => loopExtract(i, d),
+  },
+];
+
+export function filesystem(type: string): Filesystem {
+  const fs = FILESYSTEMS.find((f) => f.type === type);
+  if (!fs) throw new Error(`no filesystem ${type}`);
+  return fs;
+}
+
+/** A file tree, as path -> content (a string: a file; {link}: a symlink; null: a directory). */
+export type Tree = Record<string, string | Buffer | { link: string } | null>;
+
+/** Reads a host directory into a Tree. */
+export function readTree(dir: string, prefix = ''): Tree {
+  const tree: Tree = {};
+  for (const name of readdirSync(join(dir, prefix)).sort()) {
+    const rel = prefix ? `${prefix}/${name}` : name;
+    const path = join(dir, rel);
+    const st = lstatSync(path);
+    if (st.isSymbolicLink()) tree[rel] = { link: readlinkSync(path) };
+    else if (st.isDirectory()) {
+      tree[rel] = null;
+      Object.assign(tree, readTree(dir, rel));
+    } else tree[rel] = readFileSync(path);
+  }
+  return tree;
+}
+
+/** Writes a Tree into a host directory. */
+export function writeHostTree(dir: string, tree: Tree): void {
+  for (const [rel, content] of Object.entries(tree)) {
+    const path = join(dir, rel);
+    if (content === null) mkdirSync(path, { recursive: true });
+    else if (typeof content === 'object' && !Buffer.isBuffer(content)) execFileSync('ln', ['-s', content.link, path]);
+    else execFileSync('tee', [path], { input: content, stdio: ['pipe', 'ignore', 'inherit'] });
+  }
+}
+
+export function isRoot(): boolean {
+  return process.getuid?.() === 0;
+}

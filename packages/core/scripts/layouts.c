@@ -119,6 +119,11 @@ int main(void)
 	FIELD(struct open_how, resolve)
 	END_STRUCT();
 
+	STRUCT(struct fstrim_range, "fstrim_range")
+	FIELD(struct fstrim_range, start) FIELD(struct fstrim_range, len)
+	FIELD(struct fstrim_range, minlen)
+	END_STRUCT();
+
 	STRUCT(struct flock, "flock")
 	FIELD(struct flock, l_type) FIELD(struct flock, l_whence)
 	FIELD(struct flock, l_start) FIELD(struct flock, l_len)
@@ -158,6 +163,7 @@ int main(void)
 	CONST(F_WRLCK) CONST(F_UNLCK) CONST(LOCK_SH) CONST(LOCK_EX)
 	CONST(LOCK_NB) CONST(LOCK_UN)
 	CONST(UTIME_NOW) CONST(UTIME_OMIT)
+	CONST(FITRIM) CONST(FIFREEZE) CONST(FITHAW)
 	CONST(MNT_FORCE) CONST(MNT_DETACH) CONST(MNT_EXPIRE)
 	CONST(UMOUNT_NOFOLLOW)
 	printf("\n  }\n}\n");

@@ -7,4 +7,6 @@ module.exports = {
     '^.+\\.ts$': ['ts-jest', { tsconfig: '<rootDir>/tsconfig.test.json' }],
   },
   testTimeout: 120000,
+  // The packages' tests use each other's sources, not their builds.
+  moduleNameMapper: { '^@lkl-um/core$': '<rootDir>/packages/core/src' },
 };

@@ -29,10 +29,15 @@
 #include <napi.h>
 #include <uv.h>
 
+#include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/xattr.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <set>
 #include <string>
 
@@ -393,6 +398,122 @@ class StartWorker : public Napi::AsyncWorker {
   int err_ = 0;
 };
 
+// --- host primitives node:fs lacks ----------------------------------------
+//
+// Copying files between the host and the kernel faithfully needs a few
+// host calls node:fs does not have: extended attributes, times to the
+// nanosecond, mknod, SEEK_DATA/SEEK_HOLE.  Each throws an Error with
+// errno and code on failure, as node:fs does.
+
+Napi::Error HostError(Napi::Env env, const char* syscall, const std::string& path) {
+  int err = errno;
+  Napi::Error e = Napi::Error::New(env, std::string(strerror(err)) + ", " + syscall + " '" + path + "'");
+  e.Set("errno", Napi::Number::New(env, -err));
+  e.Set("syscall", Napi::String::New(env, syscall));
+  e.Set("path", Napi::String::New(env, path));
+  return e;
+}
+
+// hostListXattr(path, followLinks) -> string[]
+Napi::Value HostListXattr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  bool follow = info[1].ToBoolean();
+  std::string buf(4096, '\0');
+  for (;;) {
+    ssize_t n = follow ? listxattr(path.c_str(), buf.data(), buf.size())
+                       : llistxattr(path.c_str(), buf.data(), buf.size());
+    if (n < 0 && errno == ERANGE) {
+      buf.resize(buf.size() * 16);
+      continue;
+    }
+    if (n < 0 && (errno == ENOTSUP || errno == ENODATA)) n = 0;
+    if (n < 0) throw HostError(env, "listxattr", path);
+    Napi::Array names = Napi::Array::New(env);
+    for (ssize_t at = 0; at < n;) {
+      std::string name(buf.data() + at);
+      names.Set(names.Length(), name);
+      at += name.size() + 1;
+    }
+    return names;
+  }
+}
+
+// hostGetXattr(path, name, followLinks) -> Buffer
+Napi::Value HostGetXattr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  bool follow = info[2].ToBoolean();
+  std::string buf(4096, '\0');
+  for (;;) {
+    ssize_t n = follow ? getxattr(path.c_str(), name.c_str(), buf.data(), buf.size())
+                       : lgetxattr(path.c_str(), name.c_str(), buf.data(), buf.size());
+    if (n < 0 && errno == ERANGE) {
+      buf.resize(buf.size() * 16);
+      continue;
+    }
+    if (n < 0) throw HostError(env, "getxattr", path);
+    return Napi::Buffer<char>::Copy(env, buf.data(), n);
+  }
+}
+
+// hostSetXattr(path, name, value, followLinks)
+Napi::Value HostSetXattr(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string name = info[1].As<Napi::String>().Utf8Value();
+  Napi::Buffer<char> value = info[2].As<Napi::Buffer<char>>();
+  bool follow = info[3].ToBoolean();
+  int ret = follow ? setxattr(path.c_str(), name.c_str(), value.Data(), value.Length(), 0)
+                   : lsetxattr(path.c_str(), name.c_str(), value.Data(), value.Length(), 0);
+  if (ret < 0) throw HostError(env, "setxattr", path);
+  return env.Undefined();
+}
+
+// hostUtimens(path, atimeNs, mtimeNs, followLinks): bigints, nanoseconds
+Napi::Value HostUtimens(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  struct timespec ts[2];
+  for (int i = 0; i < 2; i++) {
+    bool lossless;
+    int64_t ns = info[1 + i].As<Napi::BigInt>().Int64Value(&lossless);
+    ts[i].tv_sec = ns / 1000000000;
+    ts[i].tv_nsec = ns % 1000000000;
+    if (ts[i].tv_nsec < 0) {
+      ts[i].tv_sec--;
+      ts[i].tv_nsec += 1000000000;
+    }
+  }
+  int flags = info[3].ToBoolean() ? 0 : AT_SYMLINK_NOFOLLOW;
+  if (utimensat(AT_FDCWD, path.c_str(), ts, flags) < 0) throw HostError(env, "utimensat", path);
+  return env.Undefined();
+}
+
+// hostMknod(path, mode, dev)
+Napi::Value HostMknod(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  bool lossless;
+  dev_t dev = info[2].IsBigInt() ? info[2].As<Napi::BigInt>().Uint64Value(&lossless)
+                                 : info[2].As<Napi::Number>().Int64Value();
+  if (mknod(path.c_str(), info[1].As<Napi::Number>().Uint32Value(), dev) < 0)
+    throw HostError(env, "mknod", path);
+  return env.Undefined();
+}
+
+// hostSeek(fd, offset, whence) -> offset, or -1 past the last data (ENXIO)
+Napi::Value HostSeek(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  off_t at = lseek(info[0].As<Napi::Number>().Int32Value(),
+                   info[1].As<Napi::Number>().Int64Value(),
+                   info[2].As<Napi::Number>().Int32Value());
+  if (at < 0 && errno == ENXIO) return Napi::Number::New(env, -1);
+  if (at < 0) throw HostError(env, "lseek", std::to_string(info[0].As<Napi::Number>().Int32Value()));
+  return Napi::Number::New(env, static_cast<double>(at));
+}
+
 Napi::Value Start(const Napi::CallbackInfo& info) {
   auto* worker = new StartWorker(info.Env(), info[0].As<Napi::Object>());
   worker->Queue();
@@ -403,6 +524,12 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   live_kernels = new std::set<Kernel*>;
   kernel_class = new Napi::FunctionReference(Napi::Persistent(Kernel::Define(env)));
   exports.Set("start", Napi::Function::New(env, Start));
+  exports.Set("hostListXattr", Napi::Function::New(env, HostListXattr));
+  exports.Set("hostGetXattr", Napi::Function::New(env, HostGetXattr));
+  exports.Set("hostSetXattr", Napi::Function::New(env, HostSetXattr));
+  exports.Set("hostUtimens", Napi::Function::New(env, HostUtimens));
+  exports.Set("hostMknod", Napi::Function::New(env, HostMknod));
+  exports.Set("hostSeek", Napi::Function::New(env, HostSeek));
   exports.Set("Kernel", kernel_class->Value());
   // When Node exits, every kernel still open sees its client go and halts
   // by itself: sync, unmount, power off.

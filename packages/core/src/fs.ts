@@ -169,10 +169,12 @@ export class KernelFs {
     options?: BufferEncoding | { encoding?: BufferEncoding; mode?: number; flag?: OpenFlags },
   ): Promise<void> {
     const opts = typeof options === 'string' ? { encoding: options } : (options ?? {});
-    const handle =
-      path instanceof FileHandle ? path : await this.open(path, opts.flag ?? 'w', opts.mode ?? 0o666);
+    const flags = parseFlags(opts.flag ?? 'w');
+    const handle = path instanceof FileHandle ? path : await this.open(path, flags, opts.mode ?? 0o666);
     try {
-      await handle.writeAll(toBuffer(data, opts.encoding), null);
+      // A file we opened is written from its start, unless appending.
+      const position = path instanceof FileHandle || flags & C.O_APPEND ? null : 0;
+      await handle.writeAll(toBuffer(data, opts.encoding), position);
     } finally {
       if (handle !== path) await handle.close();
     }

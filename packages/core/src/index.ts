@@ -15,4 +15,8 @@ export { Stats, BigIntStats, Dirent } from './stats';
 export type { StatFs } from './stats';
 export type { Sys, SyscallName } from './sys';
 export { WindowBuffer } from './window';
+export { host } from './host';
 export { SYSCALLS, ERRNO, CONSTANTS, STRUCTS, KERNEL_RELEASE } from './generated/abi';
+export { openImage, createImage } from './image';
+export type { ImageOptions, MountedImage } from './image';
+export { Reporter, run, bytes, versionText, EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL } from './cli';

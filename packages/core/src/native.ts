@@ -41,6 +41,12 @@ export interface NativeKernel {
 
 export interface NativeAddon {
   start(options: NativeStartOptions): Promise<NativeKernel>;
+  hostListXattr(path: string, followLinks: boolean): string[];
+  hostGetXattr(path: string, name: string, followLinks: boolean): Buffer;
+  hostSetXattr(path: string, name: string, value: Buffer, followLinks: boolean): void;
+  hostUtimens(path: string, atimeNs: bigint, mtimeNs: bigint, followLinks: boolean): void;
+  hostMknod(path: string, mode: number, dev: number | bigint): void;
+  hostSeek(fd: number, offset: number, whence: number): number;
 }
 
 interface Located {

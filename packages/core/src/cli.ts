@@ -1,0 +1,122 @@
+// What the commands share: exit codes, versions, and a reporter that puts
+// errors and warnings on stderr, verbose lines on stdout, and progress (ora)
+// only on a TTY.
+import { KERNEL_RELEASE } from './generated/abi';
+
+/** All was done. */
+export const EXIT_OK = 0;
+/** Some entries failed; each was named on stderr, the rest was done. */
+export const EXIT_SOME_FAILED = 1;
+/** Bad usage, or a failure that stopped everything. */
+export const EXIT_FATAL = 2;
+
+export function versionText(command: string, version: string): string {
+  return `${command} ${version} (lkl-um; Linux ${KERNEL_RELEASE}, UML library mode)`;
+}
+
+interface Spinner {
+  text: string;
+  start(): Spinner;
+  stop(): Spinner;
+}
+
+export interface ReporterOptions {
+  quiet?: boolean;
+  verbose?: boolean;
+  debug?: boolean;
+}
+
+export class Reporter {
+  errors = 0;
+  readonly #warned = new Map<string, number>();
+  #spinner: Spinner | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(
+    readonly command: string,
+    readonly options: ReporterOptions = {},
+  ) {}
+
+  /** A failure of one entry: named on stderr, counted for the exit code. */
+  error(message: string): void {
+    this.errors++;
+    this.#print(`${this.command}: ${message}`);
+  }
+
+  /**
+   * Something the destination cannot keep (owners on vfat, say): said once
+   * per kind, with how many entries it touched at the end.
+   */
+  warn(kind: string, message: string): void {
+    const n = this.#warned.get(kind) ?? 0;
+    this.#warned.set(kind, n + 1);
+    if (!n && !this.options.quiet) this.#print(`${this.command}: warning: ${message}`);
+  }
+
+  /** A line of -v output, on stdout. */
+  verbose(message: string): void {
+    if (this.options.verbose) this.#withSpinnerPaused(() => process.stdout.write(`${message}\n`));
+  }
+
+  /** Progress on a TTY, refreshed from `text()` ten times a second. */
+  async startProgress(text: () => string): Promise<void> {
+    if (this.options.quiet || this.options.verbose || !process.stderr.isTTY) return;
+    const { default: ora } = (await import('ora')) as { default: (o: object) => Spinner };
+    this.#spinner = ora({ text: text(), stream: process.stderr }).start();
+    this.#timer = setInterval(() => {
+      if (this.#spinner) this.#spinner.text = text();
+    }, 100);
+  }
+
+  stopProgress(): void {
+    if (this.#timer) clearInterval(this.#timer);
+    this.#spinner?.stop();
+    this.#spinner = undefined;
+  }
+
+  /** The warnings' totals, once all is done. */
+  summarize(): void {
+    for (const [kind, n] of this.#warned) {
+      if (n > 1 && !this.options.quiet) this.#print(`${this.command}: warning: ${kind}: ${n} entries`);
+    }
+  }
+
+  #print(line: string): void {
+    this.#withSpinnerPaused(() => process.stderr.write(`${line}\n`));
+  }
+
+  #withSpinnerPaused(fn: () => void): void {
+    const s = this.#spinner;
+    s?.stop();
+    fn();
+    s?.start();
+  }
+}
+
+/**
+ * Runs a command's main: exits with what it returns, and turns an error
+ * thrown out of it into one line on stderr and EXIT_FATAL (the stack only
+ * with --debug).
+ */
+export function run(command: string, main: () => Promise<number>, debug = process.argv.includes('--debug')): void {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (e: Error) => {
+      process.stderr.write(`${command}: ${debug ? e.stack ?? e.message : e.message}\n`);
+      process.exitCode = EXIT_FATAL;
+    },
+  );
+}
+
+/** Formats a byte count: 1.5 MB. */
+export function bytes(n: number): string {
+  const units = ['B', 'kB', 'MB', 'GB', 'TB'];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i++;
+  }
+  return `${n.toFixed(i ? 1 : 0)} ${units[i]}`;
+}

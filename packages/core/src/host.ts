@@ -1,0 +1,36 @@
+// Host calls node:fs lacks, for copying files between the host and the
+// kernel faithfully: extended attributes, times to the nanosecond, mknod,
+// SEEK_DATA and SEEK_HOLE.  Errors look like node:fs's.
+import { errnoName } from './errors';
+import { loadAddon } from './native';
+
+function nodeStyle<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    const err = e as Error & { errno?: number; code?: string; syscall?: string };
+    if (err.errno !== undefined) {
+      err.code = errnoName(-err.errno);
+      err.message = `${err.code}: ${err.message}`;
+    }
+    throw err;
+  }
+}
+
+export const host = {
+  /** The names of a host file's extended attributes. */
+  listxattr: (path: string, followLinks = false): string[] =>
+    nodeStyle(() => loadAddon().hostListXattr(path, followLinks)),
+  getxattr: (path: string, name: string, followLinks = false): Buffer =>
+    nodeStyle(() => loadAddon().hostGetXattr(path, name, followLinks)),
+  setxattr: (path: string, name: string, value: Buffer, followLinks = false): void =>
+    nodeStyle(() => loadAddon().hostSetXattr(path, name, value, followLinks)),
+  /** Sets access and modification times, in nanoseconds. */
+  utimens: (path: string, atimeNs: bigint, mtimeNs: bigint, followLinks = false): void =>
+    nodeStyle(() => loadAddon().hostUtimens(path, atimeNs, mtimeNs, followLinks)),
+  mknod: (path: string, mode: number, dev: number | bigint = 0): void =>
+    nodeStyle(() => loadAddon().hostMknod(path, mode, dev)),
+  /** lseek(2): SEEK_DATA (3) or SEEK_HOLE (4) among others; -1 past the last data. */
+  seek: (fd: number, offset: number, whence: number): number =>
+    nodeStyle(() => loadAddon().hostSeek(fd, offset, whence)),
+};

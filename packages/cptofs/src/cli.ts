@@ -1,0 +1,240 @@
+// cptofs and cpfromfs: one program, two names, as in LKL.  Like cp, every
+// argument but the last is a source and the last is the destination;
+// cptofs copies from the host into the image, cpfromfs out of it.
+import { Command, Option } from 'commander';
+import { basename, dirname, resolve } from 'node:path';
+import { stat as hostStat } from 'node:fs/promises';
+import { bytes, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, Reporter, run, versionText } from '@lkl-um/core';
+import type { MountedImage } from '@lkl-um/core';
+import { CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
+import { Excluder, globToRegExp, hasGlob } from './glob';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { version } = require('../package.json') as { version: string };
+
+type Direction = 'cptofs' | 'cpfromfs';
+
+interface Options {
+  filesystemImage: string;
+  filesystemType: string;
+  partition?: number;
+  owner?: number;
+  group?: number;
+  selinux?: string;
+  mb: number;
+  printk?: boolean;
+  /* commander's name for --no-preserve <list>: the list, or true */
+  preserve?: string | boolean;
+  exclude: string[];
+  verbose?: boolean;
+  quiet?: boolean;
+  create?: string;
+  debug?: boolean;
+}
+
+const integer = (what: string) => (v: string) => {
+  if (!/^\d+$/.test(v)) throw new Error(`${what} must be a number: ${v}`);
+  return Number(v);
+};
+
+function program(name: Direction): Command {
+  const into = name === 'cptofs';
+  const cmd = new Command(name)
+    .description(
+      into
+        ? 'Copy host files into a filesystem image, with the kernel\'s own driver: no root, no loop device.'
+        : 'Copy files out of a filesystem image, with the kernel\'s own driver; the image is opened read-only.',
+    )
+    .usage('[options] -i IMAGE SOURCE... DEST')
+    .argument('<paths...>', into ? 'host sources, then the destination inside the image' : 'sources inside the image (quoted globs are expanded there), then the host destination')
+    .requiredOption('-i, --filesystem-image <image>', 'the image file')
+    .option('-t, --filesystem-type <type>', 'ext4, btrfs, xfs, vfat, ... or auto', 'auto')
+    .option('-P, --partition <n>', 'the partition to use (1 is the first); default the whole image', integer('--partition'))
+    .option('-m, --mb <mb>', 'kernel memory in MiB', integer('--mb'), 256)
+    .option('-p, --printk', 'show the kernel\'s messages')
+    .option('--no-preserve <list>', 'do not keep these: mode, ownership, timestamps, links, xattr, all')
+    .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable); a name, or a path if it has a /').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
+    .option('-v, --verbose', 'name each file as it is copied')
+    .option('-q, --quiet', 'say nothing but errors')
+    .option('--debug', 'show stack traces')
+    .version(versionText(name, version), '--version');
+  if (into) {
+    cmd
+      .option('-o, --owner <uid>', 'owner of the copied files, instead of theirs', integer('--owner'))
+      .option('-g, --group <gid>', 'group of the copied files, instead of theirs', integer('--group'))
+      .option('-s, --selinux <context>', 'SELinux context (security.selinux) for the copied files')
+      .option('--create <size>', 'make the image first if it does not exist, this size, with mkfs.TYPE (-t)');
+  }
+  cmd.addHelpText(
+    'after',
+    into
+      ? `
+Everything cp -a keeps, cptofs keeps: modes, owners, times to the nanosecond,
+extended attributes, symlinks, hard links, device nodes, FIFOs, sparse files.
+
+Examples:
+  cptofs -i disk.img -t ext4 rootfs/etc rootfs/usr /         copy two trees to the image's root
+  cptofs -i disk.img -P 2 --exclude '*.o' src /opt/src     into partition 2, without object files
+  cptofs -i new.img -t ext4 --create 1G -o 0 -g 0 build/ /  make a 1 GiB ext4 image, owned by root
+  cptofs -i disk.img -- -strange-name /tmp                  -- ends the options
+
+Exit status: 0 all was copied, 1 some entries failed (each named), 2 usage or fatal error.`
+      : `
+The image is opened read-only and never modified.
+
+Examples:
+  cpfromfs -i disk.img /etc/hostname .                 one file to the current directory
+  cpfromfs -i disk.img -P 1 /var/log out/              a tree
+  cpfromfs -i disk.img '/etc/*.conf' confs/            a glob, expanded inside the image
+  cpfromfs -i disk.img --no-preserve=ownership /home . as yourself, not as the image's owners
+
+Exit status: 0 all was copied, 1 some entries failed (each named), 2 usage or fatal error.`,
+  );
+  cmd.exitOverride();
+  cmd.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  return cmd;
+}
+
+/* Expands a source that has glob characters, inside the image. */
+async function expandInImage(k: Kernel, root: string, pattern: string): Promise<string[]> {
+  const parts = pattern.split('/').filter(Boolean);
+  let found = [''];
+  for (const part of parts) {
+    const next: string[] = [];
+    for (const dir of found) {
+      if (!hasGlob(part)) {
+        next.push(`${dir}/${part}`);
+        continue;
+      }
+      const re = globToRegExp(part);
+      const names = await k.fs.readdir(`${root}${dir}` || '/').catch(() => [] as string[]);
+      for (const n of names) if (re.test(n) && (!n.startsWith('.') || part.startsWith('.'))) next.push(`${dir}/${n}`);
+    }
+    found = next;
+  }
+  return found.sort();
+}
+
+/* Where a source goes: into dest if it is a directory, else as dest. */
+async function isDirectory(side: Side, path: string): Promise<boolean | undefined> {
+  try {
+    return ((await side.lstat(path)).mode & 0o170000) === 0o040000;
+  } catch {
+    return undefined;
+  }
+}
+
+async function main(name: Direction, argv: string[]): Promise<number> {
+  const cmd = program(name);
+  try {
+    cmd.parse(argv);
+  } catch (e) {
+    const code = (e as { exitCode?: number; code?: string }).code;
+    if (code === 'commander.helpDisplayed' || code === 'commander.version') return EXIT_OK;
+    return EXIT_FATAL;
+  }
+  const o = cmd.opts<Options>();
+  const paths = cmd.args;
+  if (paths.length < 2) {
+    process.stderr.write(`${name}: missing destination (usage: ${name} -i IMAGE SOURCE... DEST)\n`);
+    return EXIT_FATAL;
+  }
+  const report = new Reporter(name, { quiet: o.quiet, verbose: o.verbose, debug: o.debug });
+  const into = name === 'cptofs';
+  const copyOptions: CopyOptions = {
+    preserve: parseNoPreserve(typeof o.preserve === 'string' ? o.preserve : undefined),
+    exclude: new Excluder(o.exclude),
+    owner: o.owner,
+    group: o.group,
+    selinux: o.selinux,
+  };
+
+  const image: MountedImage = await openImage({
+    image: o.filesystemImage,
+    type: o.filesystemType,
+    partition: o.partition,
+    readOnly: !into,
+    memoryMb: o.mb,
+    printk: o.printk,
+    create: o.create,
+  });
+  let interrupted = false;
+  const onSignal = () => {
+    if (interrupted) process.exit(130);
+    interrupted = true;
+    report.stopProgress();
+    process.stderr.write(`${name}: interrupted: syncing and unmounting what was copied\n`);
+    image.close().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const k = image.kernel;
+  // Modes come from the sources, not from a umask: on both sides.
+  await k.sys.umask(0);
+  process.umask(0);
+  const inImage = kernelSide(k);
+  const [from, to] = into ? [hostSide, inImage] : [inImage, hostSide];
+  const inside = (p: string) => `${image.root}/${p.replace(/^\/+/, '')}`.replace(/\/+$/, '') || image.root;
+  copyOptions.display = (p) => (p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
+  const copier = new TreeCopier(from, to, copyOptions, report);
+  const started = Date.now();
+  await report.startProgress(() => {
+    const s = (Date.now() - started) / 1000 || 1;
+    return `${copier.progress.files} files, ${bytes(copier.progress.bytes)}, ${bytes(copier.progress.bytes / s)}/s`;
+  });
+
+  try {
+    const destArg = paths[paths.length - 1];
+    let sources = paths.slice(0, -1);
+    if (!into) {
+      const expanded: string[] = [];
+      for (const s of sources) {
+        if (!hasGlob(s)) expanded.push(s);
+        else {
+          const matches = await expandInImage(k, image.root, s);
+          if (!matches.length) report.error(`no match in the image for '${s}'`);
+          expanded.push(...matches);
+        }
+      }
+      sources = expanded;
+    }
+    const dest = into ? inside(destArg) : resolve(destArg);
+    const destIsDir = await isDirectory(to, dest);
+    if (sources.length > 1 && !destIsDir) {
+      report.stopProgress();
+      process.stderr.write(`${name}: target '${destArg}' is not a directory\n`);
+      return EXIT_FATAL;
+    }
+    if (destIsDir === undefined && !(await isDirectory(to, dirname(dest)))) {
+      report.stopProgress();
+      process.stderr.write(`${name}: cannot copy to '${destArg}': no such directory ${into ? 'in the image' : ''}\n`);
+      return EXIT_FATAL;
+    }
+    for (const src of sources) {
+      const from_ = into ? resolve(src) : inside(src);
+      if (into) {
+        try {
+          await hostStat(from_);
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+            report.error(`cannot stat '${src}': No such file or directory`);
+            continue;
+          }
+        }
+      }
+      const name_ = basename(from_.replace(/\/+$/, '')) || basename(src);
+      const target = destIsDir ? `${dest}/${name_}` : dest;
+      await copier.copy(from_, target, name_);
+    }
+  } finally {
+    report.stopProgress();
+    if (!interrupted) await image.close();
+  }
+  report.summarize();
+  return report.errors ? EXIT_SOME_FAILED : EXIT_OK;
+}
+
+export function cli(name: Direction): void {
+  run(name, () => main(name, process.argv));
+}

@@ -1,0 +1,535 @@
+// Copying trees the way cp -a does, between two sides: the host (node:fs
+// and the host calls node:fs lacks) and the kernel (kernel.fs).  One engine,
+// two adapters: cptofs copies host -> kernel, cpfromfs kernel -> host.
+//
+// What -a keeps: modes (setuid, sticky), numeric owners, times to the
+// nanosecond (a directory's after its contents), extended attributes of
+// every namespace (security.capability too), symlinks as symlinks, hard
+// links as hard links, FIFOs, sockets and device nodes, and holes: sparse
+// files stay sparse.
+import * as hostfs from 'node:fs/promises';
+import { closeSync, constants as hostConstants, openSync, readFileSync } from 'node:fs';
+import { CONSTANTS as C, host, Kernel, KernelError, Reporter, SYSCALLS } from '@lkl-um/core';
+import type { FileHandle as KernelFileHandle } from '@lkl-um/core';
+import { Excluder } from './glob';
+
+/** An entry's status, the same from either side. */
+export interface Status {
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  rdev: bigint;
+  nlink: number;
+  dev: bigint;
+  ino: bigint;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  blocks: number;
+}
+
+const S_IFMT = C.S_IFMT;
+const isDir = (m: number) => (m & S_IFMT) === C.S_IFDIR;
+const isReg = (m: number) => (m & S_IFMT) === C.S_IFREG;
+const isLnk = (m: number) => (m & S_IFMT) === C.S_IFLNK;
+
+interface Reader {
+  /** The data extents [start, end) of a file of `size` bytes. */
+  extents(size: number): Promise<[number, number][]>;
+  read(buf: Buffer, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+interface Writer {
+  write(buf: Buffer, position: number): Promise<void>;
+  truncate(size: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** One side of a copy. */
+export interface Side {
+  readonly name: string;
+  /** Who owns what we create here, and whether we may write to files without write permission. */
+  readonly creator: { uid: number; gid: number; root: boolean };
+  /** Reads a small file whole, in one go. */
+  readSmall(path: string): Promise<Buffer>;
+  /** Creates a small file with its mode and data, in one go. */
+  writeSmall(path: string, mode: number, data: Buffer): Promise<void>;
+  lstat(path: string): Promise<Status>;
+  readdir(path: string): Promise<string[]>;
+  readlink(path: string): Promise<string>;
+  listxattr(path: string): Promise<string[]>;
+  getxattr(path: string, name: string): Promise<Buffer>;
+  openRead(path: string): Promise<Reader>;
+
+  mkdir(path: string, mode: number): Promise<void>;
+  unlink(path: string): Promise<void>;
+  create(path: string, mode: number): Promise<Writer>;
+  symlink(target: string, path: string): Promise<void>;
+  link(existing: string, path: string): Promise<void>;
+  mknod(path: string, mode: number, rdev: bigint): Promise<void>;
+  setxattr(path: string, name: string, value: Buffer): Promise<void>;
+  lchown(path: string, uid: number, gid: number): Promise<void>;
+  chmod(path: string, mode: number): Promise<void>;
+  lutimes(path: string, atimeNs: bigint, mtimeNs: bigint): Promise<void>;
+}
+
+// --- the host -------------------------------------------------------------------
+
+const SEEK_DATA = 3;
+const SEEK_HOLE = 4;
+
+/** Data extents by SEEK_DATA/SEEK_HOLE; the whole file where they fail. */
+async function extentsBySeek(size: number, seek: (offset: number, whence: number) => Promise<number>) {
+  const extents: [number, number][] = [];
+  try {
+    for (let at = 0; at < size; ) {
+      const data = await seek(at, SEEK_DATA);
+      if (data < 0 || data >= size) break;
+      const hole = await seek(data, SEEK_HOLE);
+      const end = hole < 0 ? size : Math.min(hole, size);
+      extents.push([data, end]);
+      at = end;
+    }
+    return extents;
+  } catch {
+    return size ? [[0, size] as [number, number]] : [];
+  }
+}
+
+export const hostSide: Side = {
+  name: 'the host',
+  creator: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, root: process.getuid?.() === 0 },
+  // Small files: a synchronous read costs less than a trip to the thread pool.
+  readSmall: async (path) => {
+    const fd = openSync(path, hostConstants.O_RDONLY | hostConstants.O_NOFOLLOW);
+    try {
+      return readFileSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  },
+  writeSmall: (path, mode, data) => hostfs.writeFile(path, data, { flag: 'wx', mode }),
+  async lstat(path) {
+    const st = await hostfs.lstat(path, { bigint: true });
+    return {
+      mode: Number(st.mode),
+      uid: Number(st.uid),
+      gid: Number(st.gid),
+      size: Number(st.size),
+      rdev: st.rdev,
+      nlink: Number(st.nlink),
+      dev: st.dev,
+      ino: st.ino,
+      atimeNs: st.atimeNs,
+      mtimeNs: st.mtimeNs,
+      blocks: Number(st.blocks),
+    };
+  },
+  readdir: (path) => hostfs.readdir(path),
+  readlink: (path) => hostfs.readlink(path),
+  listxattr: async (path) => host.listxattr(path),
+  getxattr: async (path, name) => host.getxattr(path, name),
+  async openRead(path) {
+    const fh = await hostfs.open(path, hostConstants.O_RDONLY | hostConstants.O_NOFOLLOW);
+    return {
+      extents: (size) => extentsBySeek(size, async (offset, whence) => host.seek(fh.fd, offset, whence)),
+      read: async (buf, position) => (await fh.read(buf, 0, buf.length, position)).bytesRead,
+      close: () => fh.close(),
+    };
+  },
+  mkdir: (path, mode) => hostfs.mkdir(path, mode).then(() => undefined),
+  unlink: (path) => hostfs.unlink(path),
+  async create(path, mode) {
+    const fh = await hostfs.open(path, 'wx', mode);
+    return {
+      write: async (buf, position) => {
+        for (let done = 0; done < buf.length; ) {
+          done += (await fh.write(buf, done, buf.length - done, position + done)).bytesWritten;
+        }
+      },
+      truncate: (size) => fh.truncate(size),
+      close: () => fh.close(),
+    };
+  },
+  symlink: (target, path) => hostfs.symlink(target, path),
+  link: (existing, path) => hostfs.link(existing, path),
+  mknod: async (path, mode, rdev) => host.mknod(path, mode, rdev),
+  setxattr: async (path, name, value) => host.setxattr(path, name, value),
+  lchown: (path, uid, gid) => hostfs.lchown(path, uid, gid),
+  chmod: (path, mode) => hostfs.chmod(path, mode),
+  lutimes: async (path, atimeNs, mtimeNs) => host.utimens(path, atimeNs, mtimeNs),
+};
+
+// --- the kernel -----------------------------------------------------------------
+
+export function kernelSide(k: Kernel): Side {
+  return {
+    name: 'the image',
+    creator: { uid: 0, gid: 0, root: true },
+    readSmall: (path) => k.fs.readFile(path, { flag: C.O_RDONLY | C.O_NOFOLLOW }),
+    writeSmall: (path, mode, data) => k.fs.writeFile(path, data, { flag: 'wx', mode }),
+    async lstat(path) {
+      const st = await k.fs.lstat(path, { bigint: true });
+      return {
+        mode: Number(st.mode),
+        uid: Number(st.uid),
+        gid: Number(st.gid),
+        size: Number(st.size),
+        rdev: st.rdev,
+        nlink: Number(st.nlink),
+        dev: st.dev,
+        ino: st.ino,
+        atimeNs: st.atimeNs,
+        mtimeNs: st.mtimeNs,
+        blocks: Number(st.blocks),
+      };
+    },
+    readdir: (path) => k.fs.readdir(path),
+    readlink: (path) => k.fs.readlink(path),
+    listxattr: async (path) => k.fs.llistxattr(path).catch((e: KernelError) => (e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e))),
+    getxattr: (path, name) => k.fs.lgetxattr(path, name),
+    async openRead(path) {
+      const fh = await k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+      return {
+        extents: (size) =>
+          extentsBySeek(size, async (offset, whence) => {
+            const ret = await k.call(SYSCALLS.lseek, fh.fd, offset, whence);
+            if (ret === -6 /* ENXIO */) return -1;
+            if (ret < 0) throw new KernelError(-ret, 'lseek', path);
+            return ret;
+          }),
+        read: async (buf, position) => (await fh.read(buf, 0, buf.length, position)).bytesRead,
+        close: () => fh.close(),
+      };
+    },
+    mkdir: (path, mode) => k.fs.mkdir(path, mode).then(() => undefined),
+    unlink: (path) => k.fs.unlink(path),
+    async create(path, mode) {
+      const fh: KernelFileHandle = await k.fs.open(path, 'wx', mode);
+      return {
+        write: async (buf, position) => void (await fh.writeAll(buf, position)),
+        truncate: (size) => fh.truncate(size),
+        close: () => fh.close(),
+      };
+    },
+    symlink: (target, path) => k.fs.symlink(target, path),
+    link: (existing, path) => k.fs.link(existing, path),
+    mknod: (path, mode, rdev) => k.fs.mknod(path, mode, rdev),
+    setxattr: (path, name, value) => k.fs.lsetxattr(path, name, value),
+    lchown: (path, uid, gid) => k.fs.lchown(path, uid, gid),
+    chmod: (path, mode) => k.fs.chmod(path, mode),
+    lutimes: (path, atimeNs, mtimeNs) => k.fs.lutimes(path, atimeNs, mtimeNs),
+  };
+}
+
+// --- the engine -----------------------------------------------------------------
+
+export interface Preserve {
+  mode: boolean;
+  ownership: boolean;
+  timestamps: boolean;
+  links: boolean;
+  xattr: boolean;
+}
+
+export interface CopyOptions {
+  preserve: Preserve;
+  exclude: Excluder;
+  /** Owner and group for every copied entry, instead of the source's. */
+  owner?: number;
+  group?: number;
+  /** security.selinux for every copied entry. */
+  selinux?: string;
+  /** How many files are copied at once. */
+  concurrency?: number;
+  /** How to name a path in messages (image paths without the mount point). */
+  display?: (path: string) => string;
+}
+
+export interface Progress {
+  files: number;
+  bytes: number;
+}
+
+const CHUNK = 8 << 20;
+const SMALL = 256 << 10;
+
+/* A counting semaphore: at most n holders at once. */
+class Limit {
+  #free: number;
+  readonly #waiting: (() => void)[] = [];
+  constructor(n: number) {
+    this.#free = n;
+  }
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#free > 0) this.#free--;
+    else await new Promise<void>((r) => this.#waiting.push(r));
+    try {
+      return await fn();
+    } finally {
+      const next = this.#waiting.shift();
+      if (next) next();
+      else this.#free++;
+    }
+  }
+}
+
+const errorText = (e: unknown) => (e as Error).message;
+const skipped = (e: unknown) => !!(e as { skipped?: boolean }).skipped;
+
+export class TreeCopier {
+  readonly progress: Progress = { files: 0, bytes: 0 };
+  readonly #links = new Map<string, Promise<string | undefined>>();
+  readonly #limit: Limit;
+
+  constructor(
+    private readonly from: Side,
+    private readonly to: Side,
+    private readonly options: CopyOptions,
+    private readonly report: Reporter,
+  ) {
+    this.#limit = new Limit(options.concurrency ?? 64);
+  }
+
+  #show(path: string): string {
+    return this.options.display ? this.options.display(path) : path;
+  }
+
+  /** Copies `src` (on `from`) to `dest` (on `to`); `rel` names it for --exclude. */
+  async copy(src: string, dest: string, rel: string): Promise<void> {
+    if (this.options.exclude.excludes(rel)) return;
+    let st: Status;
+    try {
+      st = await this.from.lstat(src);
+    } catch (e) {
+      this.report.error(`cannot stat '${this.#show(src)}': ${errorText(e)}`);
+      return;
+    }
+    try {
+      if (isDir(st.mode)) return await this.#copyDir(src, dest, rel, st);
+      await this.#limit.run(() => this.#copyEntry(src, dest, st));
+    } catch (e) {
+      if (!skipped(e)) this.report.error(`cannot copy '${this.#show(src)}' to '${this.#show(dest)}': ${errorText(e)}`);
+    }
+  }
+
+  async #copyDir(src: string, dest: string, rel: string, st: Status): Promise<void> {
+    // Writable for us while we fill it; its own mode comes after.
+    await this.to.mkdir(dest, this.#createMode(st, st.mode & 0o7777)).catch(async (e: NodeJS.ErrnoException) => {
+      if (e.code !== 'EEXIST' || !isDir((await this.to.lstat(dest)).mode)) throw e;
+    });
+    this.report.verbose(`'${this.#show(src)}' -> '${this.#show(dest)}'`);
+    this.progress.files++;
+    let names: string[];
+    try {
+      names = await this.from.readdir(src);
+    } catch (e) {
+      this.report.error(`cannot read directory '${this.#show(src)}': ${errorText(e)}`);
+      names = [];
+    }
+    await Promise.all(names.map((n) => this.copy(`${src}/${n}`, `${dest}/${n}`, `${rel}/${n}`)));
+    await this.#metadata(src, dest, st);
+  }
+
+  async #copyEntry(src: string, dest: string, st: Status): Promise<void> {
+    const { preserve } = this.options;
+    if (isReg(st.mode) && st.nlink > 1 && preserve.links) {
+      // The first name of an inode is copied; the others link to it.
+      const key = `${st.dev}:${st.ino}`;
+      const first = this.#links.get(key);
+      if (first) {
+        const target = await first;
+        if (target !== undefined) {
+          try {
+            await this.to.link(target, dest);
+            this.report.verbose(`'${this.#show(src)}' => '${this.#show(dest)}'`);
+            this.progress.files++;
+            return;
+          } catch (e) {
+            if (!unsupported(e)) throw e;
+            this.report.warn('hard links', `${this.to.name} cannot keep hard links: copying them as files`);
+          }
+        }
+      } else {
+        let done!: (target: string | undefined) => void;
+        this.#links.set(key, new Promise((r) => (done = r)));
+        try {
+          await this.#create(src, dest, st);
+          done(dest);
+        } catch (e) {
+          done(undefined);
+          throw e;
+        }
+        return this.#finish(src, dest, st);
+      }
+    }
+    await this.#create(src, dest, st);
+    return this.#finish(src, dest, st);
+  }
+
+  async #finish(src: string, dest: string, st: Status): Promise<void> {
+    this.report.verbose(`'${this.#show(src)}' -> '${this.#show(dest)}'`);
+    this.progress.files++;
+    await this.#metadata(src, dest, st);
+  }
+
+  /* Creates dest; what is in the way (not a directory) goes first, as with cp. */
+  async #create(src: string, dest: string, st: Status): Promise<void> {
+    try {
+      return await this.#make(src, dest, st);
+    } catch (e) {
+      if ((e as { code?: string }).code !== 'EEXIST') throw e;
+      const there = await this.to.lstat(dest);
+      if (isDir(there.mode)) throw e;
+      await this.to.unlink(dest);
+      return this.#make(src, dest, st);
+    }
+  }
+
+  async #make(src: string, dest: string, st: Status): Promise<void> {
+    const type = st.mode & S_IFMT;
+    const mode = this.options.preserve.mode ? st.mode & 0o7777 : isDir(st.mode) ? 0o755 : 0o644;
+    if (isReg(st.mode)) return this.#copyData(src, dest, st, mode);
+    if (isLnk(st.mode)) {
+      const target = await this.from.readlink(src);
+      try {
+        return await this.to.symlink(target, dest);
+      } catch (e) {
+        if (!unsupported(e)) throw e;
+        this.report.warn('symlinks', `${this.to.name} cannot hold symbolic links: skipping them, like '${this.#show(src)}'`);
+        throw Object.assign(new Error('skipped'), { skipped: true });
+      }
+    }
+    try {
+      await this.to.mknod(dest, type | mode, st.rdev);
+    } catch (e) {
+      if (!unsupported(e)) throw e;
+      this.report.warn('special files', `${this.to.name} cannot hold FIFOs, sockets or devices: skipping them, like '${this.#show(src)}'`);
+      throw Object.assign(new Error('skipped'), { skipped: true });
+    }
+  }
+
+  async #copyData(src: string, dest: string, st: Status, mode: number): Promise<void> {
+    const sparse = st.blocks * 512 < st.size;
+    if (st.size <= SMALL && !sparse) {
+      const data = await this.from.readSmall(src);
+      await this.to.writeSmall(dest, this.#createMode(st, mode), data);
+      this.progress.bytes += data.length;
+      return;
+    }
+    const reader = await this.from.openRead(src);
+    try {
+      const writer = await this.to.create(dest, this.#createMode(st, mode));
+      try {
+        // Only the data extents: holes stay holes.
+        const extents = sparse ? await reader.extents(st.size) : [[0, st.size] as [number, number]];
+        let buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(st.size, 1)));
+        let spare = Buffer.allocUnsafe(buf.length);
+        for (const [start, end] of extents) {
+          // Read the next chunk while the last one is written.
+          let pending: Promise<void> | undefined;
+          for (let at = start; at < end; ) {
+            const len = Math.min(buf.length, end - at);
+            const n = await reader.read(len === buf.length ? buf : buf.subarray(0, len), at);
+            if (n === 0) break;
+            await pending;
+            const chunk = buf.subarray(0, n);
+            const position = at;
+            pending = writer.write(chunk, position).then(() => {
+              this.progress.bytes += n;
+            });
+            [buf, spare] = [spare, buf];
+            at += n;
+          }
+          await pending;
+        }
+        if (extents.at(-1)?.[1] !== st.size) await writer.truncate(st.size);
+      } finally {
+        await writer.close();
+      }
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /* The mode we create an entry with: its own, but one we can fill. */
+  #createMode(st: Status, mode: number): number {
+    if (isDir(st.mode)) return mode | 0o700;
+    if (isReg(st.mode) && !this.to.creator.root) return mode | 0o200;
+    return mode;
+  }
+
+  /* Owner, then mode (chown clears setuid), then xattrs (chown clears
+   * security.capability), then times, which the others would change. */
+  async #metadata(src: string, dest: string, st: Status): Promise<void> {
+    const { preserve, owner, group, selinux } = this.options;
+    const link = isLnk(st.mode);
+    const mode = preserve.mode ? st.mode & 0o7777 : isDir(st.mode) ? 0o755 : 0o644;
+    let chowned = false;
+    if (preserve.ownership || owner !== undefined || group !== undefined) {
+      const uid = owner ?? (preserve.ownership ? st.uid : this.to.creator.uid);
+      const gid = group ?? (preserve.ownership ? st.gid : this.to.creator.gid);
+      if (uid !== this.to.creator.uid || gid !== this.to.creator.gid) {
+        chowned = true;
+        await this.to.lchown(dest, uid, gid).catch((e) => this.#lost(e, 'owners', 'owners and groups', src));
+      }
+    }
+    // What we created with the right mode needs no chmod, unless a chown
+    // cleared its setuid and setgid bits.
+    const settled = mode === this.#createMode(st, mode) && !(chowned && mode & 0o6000);
+    if (!link && !(settled && !isDir(st.mode))) {
+      await this.to.chmod(dest, mode).catch((e) => this.#lost(e, 'modes', 'modes', src));
+    }
+    if (preserve.xattr) {
+      let names: string[] = [];
+      try {
+        names = await this.from.listxattr(src);
+      } catch (e) {
+        this.report.error(`cannot list the extended attributes of '${this.#show(src)}': ${errorText(e)}`);
+      }
+      for (const name of names) {
+        if (selinux && name === 'security.selinux') continue;
+        try {
+          await this.to.setxattr(dest, name, await this.from.getxattr(src, name));
+        } catch (e) {
+          this.#lost(e, `xattr:${name.split('.')[0]}`, `extended attributes (${name.split('.')[0]}.*)`, src);
+        }
+      }
+    }
+    if (selinux) {
+      await this.to
+        .setxattr(dest, 'security.selinux', Buffer.from(`${selinux}\0`))
+        .catch((e) => this.#lost(e, 'selinux', 'SELinux labels', src));
+    }
+    if (preserve.timestamps) {
+      await this.to.lutimes(dest, st.atimeNs, st.mtimeNs).catch((e) => this.#lost(e, 'times', 'times', src));
+    }
+  }
+
+  /* What the destination cannot hold is a warning; anything else an error. */
+  #lost(e: unknown, kind: string, what: string, src: string): void {
+    if (unsupported(e)) this.report.warn(kind, `${this.to.name} cannot keep ${what}, like those of '${this.#show(src)}'`);
+    else this.report.error(`cannot set the ${what} of '${this.#show(src)}': ${errorText(e)}`);
+  }
+}
+
+/* The errors a filesystem gives for what it cannot hold. */
+function unsupported(e: unknown): boolean {
+  const code = (e as { code?: string }).code;
+  return code === 'EPERM' || code === 'EOPNOTSUPP' || code === 'ENOTSUP' || code === 'ENOSYS';
+}
+
+export function parseNoPreserve(list: string | undefined): Preserve {
+  const p: Preserve = { mode: true, ownership: true, timestamps: true, links: true, xattr: true };
+  for (const item of (list ?? '').split(',').filter(Boolean)) {
+    if (item === 'all') {
+      Object.keys(p).forEach((key) => (p[key as keyof Preserve] = false));
+    } else if (item in p) {
+      p[item as keyof Preserve] = false;
+    } else {
+      throw new Error(`--no-preserve: unknown attribute '${item}' (mode, ownership, timestamps, links, xattr, all)`);
+    }
+  }
+  return p;
+}

@@ -1,0 +1,58 @@
+// Shell-style patterns, for --exclude and for cpfromfs sources: * and ?
+// within a name, [...] classes, ** across directories.
+
+export function globToRegExp(pattern: string): RegExp {
+  let re = '';
+  for (let i = 0; i < pattern.length; i++) {
+    const c = pattern[i];
+    if (c === '*' && pattern[i + 1] === '*') {
+      re += '.*';
+      i++;
+      if (pattern[i + 1] === '/') i++;
+    } else if (c === '*') {
+      re += '[^/]*';
+    } else if (c === '?') {
+      re += '[^/]';
+    } else if (c === '[') {
+      const end = pattern.indexOf(']', i + 2);
+      if (end < 0) {
+        re += '\\[';
+        continue;
+      }
+      let set = pattern.slice(i + 1, end);
+      if (set.startsWith('!')) set = '^' + set.slice(1);
+      re += `[${set.replace(/\\/g, '\\\\')}]`;
+      i = end;
+    } else {
+      re += c.replace(/[.+^${}()|\\]/g, '\\$&');
+    }
+  }
+  return new RegExp(`^${re}$`);
+}
+
+export function hasGlob(s: string): boolean {
+  return /[*?[]/.test(s);
+}
+
+/**
+ * --exclude patterns, as tar and rsync take them: a pattern with no '/'
+ * matches an entry's name wherever it is; one with a '/' matches its path
+ * relative to what is being copied (a leading '/' anchors it there too).
+ */
+export class Excluder {
+  readonly #byName: RegExp[] = [];
+  readonly #byPath: RegExp[] = [];
+
+  constructor(patterns: string[]) {
+    for (const p of patterns) {
+      const trimmed = p.replace(/\/+$/, '');
+      if (trimmed.includes('/')) this.#byPath.push(globToRegExp(trimmed.replace(/^\/+/, '')));
+      else this.#byName.push(globToRegExp(trimmed));
+    }
+  }
+
+  excludes(rel: string): boolean {
+    const name = rel.slice(rel.lastIndexOf('/') + 1);
+    return this.#byName.some((r) => r.test(name)) || this.#byPath.some((r) => r.test(rel));
+  }
+}

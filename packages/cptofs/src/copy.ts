@@ -74,6 +74,37 @@ export interface Side {
   lutimes(path: string, atimeNs: bigint, mtimeNs: bigint): Promise<void>;
 }
 
+/* The fields node:fs's BigIntStats and ours have alike. */
+interface BigStat {
+  mode: bigint;
+  uid: bigint;
+  gid: bigint;
+  size: bigint;
+  rdev: bigint;
+  nlink: bigint;
+  dev: bigint;
+  ino: bigint;
+  atimeNs: bigint;
+  mtimeNs: bigint;
+  blocks: bigint;
+}
+
+function toStatus(st: BigStat): Status {
+  return {
+    mode: Number(st.mode),
+    uid: Number(st.uid),
+    gid: Number(st.gid),
+    size: Number(st.size),
+    rdev: st.rdev,
+    nlink: Number(st.nlink),
+    dev: st.dev,
+    ino: st.ino,
+    atimeNs: st.atimeNs,
+    mtimeNs: st.mtimeNs,
+    blocks: Number(st.blocks),
+  };
+}
+
 // --- the host -------------------------------------------------------------------
 
 const SEEK_DATA = 3;
@@ -110,22 +141,7 @@ export const hostSide: Side = {
     }
   },
   writeSmall: (path, mode, data) => hostfs.writeFile(path, data, { flag: 'wx', mode }),
-  async lstat(path) {
-    const st = await hostfs.lstat(path, { bigint: true });
-    return {
-      mode: Number(st.mode),
-      uid: Number(st.uid),
-      gid: Number(st.gid),
-      size: Number(st.size),
-      rdev: st.rdev,
-      nlink: Number(st.nlink),
-      dev: st.dev,
-      ino: st.ino,
-      atimeNs: st.atimeNs,
-      mtimeNs: st.mtimeNs,
-      blocks: Number(st.blocks),
-    };
-  },
+  lstat: async (path) => toStatus(await hostfs.lstat(path, { bigint: true })),
   readdir: (path) => hostfs.readdir(path),
   readlink: (path) => hostfs.readlink(path),
   listxattr: async (path) => host.listxattr(path),
@@ -169,22 +185,7 @@ export function kernelSide(k: Kernel): Side {
     creator: { uid: 0, gid: 0, root: true },
     readSmall: (path) => k.fs.readFile(path, { flag: C.O_RDONLY | C.O_NOFOLLOW }),
     writeSmall: (path, mode, data) => k.fs.writeFile(path, data, { flag: 'wx', mode }),
-    async lstat(path) {
-      const st = await k.fs.lstat(path, { bigint: true });
-      return {
-        mode: Number(st.mode),
-        uid: Number(st.uid),
-        gid: Number(st.gid),
-        size: Number(st.size),
-        rdev: st.rdev,
-        nlink: Number(st.nlink),
-        dev: st.dev,
-        ino: st.ino,
-        atimeNs: st.atimeNs,
-        mtimeNs: st.mtimeNs,
-        blocks: Number(st.blocks),
-      };
-    },
+    lstat: async (path) => toStatus(await k.fs.lstat(path, { bigint: true })),
     readdir: (path) => k.fs.readdir(path),
     readlink: (path) => k.fs.readlink(path),
     listxattr: async (path) => k.fs.llistxattr(path).catch((e: KernelError) => (e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e))),

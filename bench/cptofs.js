@@ -8,20 +8,12 @@
 //   cptofs           node bin/cptofs -i IMAGE SOURCE /   (boot to shutdown)
 //   host kernel      mount -o loop, cp -a, sync, umount  (as root)
 //   mke2fs -d        mkfs.ext4 -d SOURCE                 (makes the filesystem too)
-const { execFileSync } = require('node:child_process');
-const { mkdtempSync, rmSync, writeFileSync, openSync, writeSync, closeSync } = require('node:fs');
-const { randomFillSync } = require('node:crypto');
+const { mkdtempSync, rmSync, writeFileSync } = require('node:fs');
 const { tmpdir } = require('node:os');
 const { join } = require('node:path');
+const { sh, time, dropCaches, requireRoot, sourceTree, bigFile } = require('./lib');
 
 const top = join(__dirname, '..');
-const sh = (cmd, args) => execFileSync(cmd, args, { stdio: ['ignore', 'pipe', 'inherit'], maxBuffer: 1 << 26 }).toString();
-const time = (fn) => {
-  const t = process.hrtime.bigint();
-  fn();
-  return Number(process.hrtime.bigint() - t) / 1e9;
-};
-const source = process.env.LKL_UM_KERNEL_SRC ?? '/usr/src/linux-source-6.12.tar.xz';
 
 function freshImage(image, size) {
   rmSync(image, { force: true });
@@ -33,8 +25,7 @@ function measure(work, src, size) {
   const image = join(work, 'bench.img');
   const mnt = join(work, 'mnt');
   sh('mkdir', ['-p', mnt]);
-  const dropCaches = () => (sh('sync', []), writeFileSync('/proc/sys/vm/drop_caches', '3'));
-
+  
   freshImage(image, size);
   sh('mkfs.ext4', ['-q', '-F', image]);
   dropCaches();
@@ -58,22 +49,13 @@ function measure(work, src, size) {
 }
 
 function main() {
-  if (process.getuid() !== 0) throw new Error('bench/cptofs needs root, for the host reference (a loop mount)');
+  requireRoot('bench/cptofs');
   const work = mkdtempSync(join(tmpdir(), 'lkl-um-bench-cptofs-'));
   try {
-    const tree = join(work, 'tree');
-    sh('mkdir', [tree]);
-    sh('tar', ['-xf', source, '-C', tree, '--strip-components=1', '--wildcards', '--no-wildcards-match-slash', '*/arch', '*/net']);
-    const files = Number(sh('sh', ['-c', `find ${tree} -type f | wc -l`]));
-    const mb = Number(sh('du', ['-sm', tree]).split('\t')[0]);
+    const { dir: tree, files, mb } = sourceTree(work);
     const t = measure(work, tree, '2G');
 
-    const big = join(work, 'big');
-    sh('mkdir', [big]);
-    const fd = openSync(join(big, 'file'), 'w');
-    const chunk = Buffer.alloc(16 << 20);
-    for (let i = 0; i < 64; i++) writeSync(fd, randomFillSync(chunk));
-    closeSync(fd);
+    const big = bigFile(work);
     const b = measure(work, big, '2G');
 
     const line = (what, r, unit) =>

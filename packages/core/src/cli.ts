@@ -110,6 +110,14 @@ export function run(command: string, main: () => Promise<number>, debug = proces
   );
 }
 
+/** A commander parser for an option that takes a whole number. */
+export function integerOption(what: string): (value: string) => number {
+  return (value) => {
+    if (!/^\d+$/.test(value)) throw new Error(`${what} must be a number: ${value}`);
+    return Number(value);
+  };
+}
+
 /** Formats a byte count: 1.5 MB. */
 export function bytes(n: number): string {
   const units = ['B', 'kB', 'MB', 'GB', 'TB'];

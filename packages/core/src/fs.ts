@@ -6,6 +6,7 @@
 import { check, KernelError } from './errors';
 import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
+import { dataExtents } from './extents';
 import { BigIntStats, decodeDirents, decodeStatfs, decodeStatx, Dirent, StatFs, Stats } from './stats';
 import { cstringSize, WindowBuffer } from './window';
 
@@ -21,6 +22,7 @@ export const DEPTH = 4;
 const EEXIST = 17;
 const ENOTDIR = 20;
 const EISDIR = 21;
+const ENXIO = 6;
 const ESPIPE = 29;
 const ERANGE = 34;
 
@@ -619,25 +621,49 @@ export class FileHandle {
     return done;
   }
 
-  /** Reads to the end. */
+  /** The data extents [start, end) of the file's first `size` bytes: holes are left out. */
+  dataExtents(size: number): Promise<[number, number][]> {
+    return dataExtents(size, async (offset, whence) => {
+      const ret = await this.kernel.call(NR.lseek, this.fd, offset, whence);
+      return ret === -ENXIO ? -1 : check(ret, 'lseek', this.path);
+    });
+  }
+
+  /** Reads from the file position to the end, and moves the position there. */
   async readAll(): Promise<Buffer> {
     const st = await this.stat();
-    const pos = st.isFile() ? await this.position() : null;
-    const guess = pos === null ? 0 : Math.max(0, st.size - pos);
+    const start = st.isFile() ? await this.position() : null;
+    if (start === null) {
+      // A pipe or a device: no size to go by, no position to read at.
+      const parts: Buffer[] = [];
+      for (;;) {
+        const more = Buffer.allocUnsafe(64 * 1024);
+        const n = await this.readSequential(more);
+        if (!n) break;
+        parts.push(more.subarray(0, n));
+      }
+      return Buffer.concat(parts);
+    }
     const parts: Buffer[] = [];
+    let at = start;
+    const guess = Math.max(0, st.size - start);
     if (guess) {
       const first = Buffer.allocUnsafeSlow(guess);
-      const n = await this.readInto(first, null);
+      const n = await this.readInto(first, at);
       parts.push(first.subarray(0, n));
-      if (n < guess) return parts[0];
+      at += n;
     }
-    // Files that grew, and files that do not know their size (/proc).
-    for (;;) {
-      const more = Buffer.allocUnsafe(64 * 1024);
-      const n = await this.readInto(more, null);
-      if (!n) break;
-      parts.push(more.subarray(0, n));
+    // A file that grew, or one that does not know its size (/proc).
+    if (!guess || at === start + guess) {
+      for (;;) {
+        const more = Buffer.allocUnsafe(64 * 1024);
+        const n = await this.readInto(more, at);
+        if (!n) break;
+        parts.push(more.subarray(0, n));
+        at += n;
+      }
     }
+    await this.checked('read', NR.lseek, at, C.SEEK_SET);
     return parts.length === 1 ? parts[0] : Buffer.concat(parts);
   }
 

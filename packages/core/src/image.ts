@@ -81,8 +81,10 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
       root,
       close: () =>
         (closing ??= (async () => {
-          await kernel.umount(root);
-          await disk.remove();
+          // Still busy (a failed operation left files open): detach it; the
+          // kernel's halt unmounts it for good once they are closed.
+          await kernel.umount(root).catch(() => kernel.umount(root, { lazy: true }));
+          await disk.remove().catch(() => undefined);
           await kernel.shutdown();
         })()),
     };

@@ -4,10 +4,10 @@
 import { Command, Option } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { stat as hostStat } from 'node:fs/promises';
-import { bytes, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, Reporter, run, versionText } from '@lkl-um/core';
+import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, Reporter, run, versionText } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
-import { Excluder, globToRegExp, hasGlob } from './glob';
+import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../package.json') as { version: string };
@@ -32,11 +32,6 @@ interface Options {
   debug?: boolean;
 }
 
-const integer = (what: string) => (v: string) => {
-  if (!/^\d+$/.test(v)) throw new Error(`${what} must be a number: ${v}`);
-  return Number(v);
-};
-
 function program(name: Direction): Command {
   const into = name === 'cptofs';
   const cmd = new Command(name)
@@ -49,8 +44,8 @@ function program(name: Direction): Command {
     .argument('<paths...>', into ? 'host sources, then the destination inside the image' : 'sources inside the image (quoted globs are expanded there), then the host destination')
     .requiredOption('-i, --filesystem-image <image>', 'the image file')
     .option('-t, --filesystem-type <type>', 'ext4, btrfs, xfs, vfat, ... or auto', 'auto')
-    .option('-P, --partition <n>', 'the partition to use (1 is the first); default the whole image', integer('--partition'))
-    .option('-m, --mb <mb>', 'kernel memory in MiB', integer('--mb'), 256)
+    .option('-P, --partition <n>', 'the partition to use (1 is the first); default the whole image', integerOption('--partition'))
+    .option('-m, --mb <mb>', 'kernel memory in MiB', integerOption('--mb'), 256)
     .option('-p, --printk', 'show the kernel\'s messages')
     .option('--no-preserve <list>', 'do not keep these: mode, ownership, timestamps, links, xattr, all')
     .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable); a name, or a path if it has a /').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
@@ -60,8 +55,8 @@ function program(name: Direction): Command {
     .version(versionText(name, version), '--version');
   if (into) {
     cmd
-      .option('-o, --owner <uid>', 'owner of the copied files, instead of theirs', integer('--owner'))
-      .option('-g, --group <gid>', 'group of the copied files, instead of theirs', integer('--group'))
+      .option('-o, --owner <uid>', 'owner of the copied files, instead of theirs', integerOption('--owner'))
+      .option('-g, --group <gid>', 'group of the copied files, instead of theirs', integerOption('--group'))
       .option('-s, --selinux <context>', 'SELinux context (security.selinux) for the copied files')
       .option('--create <size>', 'make the image first if it does not exist, this size, with mkfs.TYPE (-t)');
   }

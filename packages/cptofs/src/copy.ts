@@ -9,9 +9,9 @@
 // files stay sparse.
 import * as hostfs from 'node:fs/promises';
 import { closeSync, constants as hostConstants, openSync, readFileSync } from 'node:fs';
-import { CONSTANTS as C, host, Kernel, KernelError, Reporter, SYSCALLS } from '@lkl-um/core';
+import { CONSTANTS as C, dataExtents, host, Kernel, KernelError, Reporter } from '@lkl-um/core';
 import type { FileHandle as KernelFileHandle } from '@lkl-um/core';
-import { Excluder } from './glob';
+import { Excluder } from '@lkl-um/core';
 
 /** An entry's status, the same from either side. */
 export interface Status {
@@ -107,27 +107,6 @@ function toStatus(st: BigStat): Status {
 
 // --- the host -------------------------------------------------------------------
 
-const SEEK_DATA = 3;
-const SEEK_HOLE = 4;
-
-/** Data extents by SEEK_DATA/SEEK_HOLE; the whole file where they fail. */
-async function extentsBySeek(size: number, seek: (offset: number, whence: number) => Promise<number>) {
-  const extents: [number, number][] = [];
-  try {
-    for (let at = 0; at < size; ) {
-      const data = await seek(at, SEEK_DATA);
-      if (data < 0 || data >= size) break;
-      const hole = await seek(data, SEEK_HOLE);
-      const end = hole < 0 ? size : Math.min(hole, size);
-      extents.push([data, end]);
-      at = end;
-    }
-    return extents;
-  } catch {
-    return size ? [[0, size] as [number, number]] : [];
-  }
-}
-
 export const hostSide: Side = {
   name: 'the host',
   creator: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, root: process.getuid?.() === 0 },
@@ -149,7 +128,7 @@ export const hostSide: Side = {
   async openRead(path) {
     const fh = await hostfs.open(path, hostConstants.O_RDONLY | hostConstants.O_NOFOLLOW);
     return {
-      extents: (size) => extentsBySeek(size, async (offset, whence) => host.seek(fh.fd, offset, whence)),
+      extents: (size) => dataExtents(size, async (offset, whence) => host.seek(fh.fd, offset, whence)),
       read: async (buf, position) => (await fh.read(buf, 0, buf.length, position)).bytesRead,
       close: () => fh.close(),
     };
@@ -193,13 +172,7 @@ export function kernelSide(k: Kernel): Side {
     async openRead(path) {
       const fh = await k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
       return {
-        extents: (size) =>
-          extentsBySeek(size, async (offset, whence) => {
-            const ret = await k.call(SYSCALLS.lseek, fh.fd, offset, whence);
-            if (ret === -6 /* ENXIO */) return -1;
-            if (ret < 0) throw new KernelError(-ret, 'lseek', path);
-            return ret;
-          }),
+        extents: (size) => fh.dataExtents(size),
         read: async (buf, position) => (await fh.read(buf, 0, buf.length, position)).bytesRead,
         close: () => fh.close(),
       };

@@ -1,0 +1,204 @@
+// fs2tar, run as the command it is: images holding the metadata tree are
+// exported, the archives extracted by GNU tar, and every entry compared with
+// what the host sees in the image (a loop mount, or the filesystem's own
+// tool where the host kernel lacks the driver).
+import { execFileSync, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { FILESYSTEMS, isRoot, run, tempDir } from '../../core/__tests__/helpers/images';
+import { makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
+
+jest.setTimeout(300_000);
+
+const fs2tar = join(__dirname, '../bin/fs2tar.js');
+const cptofs = join(__dirname, '../../cptofs/bin/cptofs.js');
+
+function cli(args: string[], opts: { input?: string } = {}) {
+  const r = spawnSync(process.execPath, [fs2tar, ...args], { encoding: 'utf8', input: opts.input });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function untar(archive: string, dir: string): void {
+  fs.mkdirSync(dir, { recursive: true });
+  run('tar', ['--xattrs', "--xattrs-include=*", '--sparse', '--numeric-owner', '-xpf', archive, '-C', dir]);
+}
+
+let work: string;
+let tree: string;
+
+beforeAll(() => {
+  if (!isRoot()) throw new Error('these tests make device nodes and loop mounts: run them as root');
+  work = tempDir();
+  tree = makeTree(work);
+  fs.unlinkSync(join(tree, 'socket')); // tar skips sockets; tested apart
+});
+
+afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
+
+/* An image of each kind, holding the tree (what of it the filesystem can). */
+function imageWithTree(type: string): string {
+  const f = FILESYSTEMS.find((x) => x.type === type)!;
+  const image = join(work, `${type}.img`);
+  fs.rmSync(image, { force: true });
+  if (f.readOnly) {
+    f.make(image, join(work)); // the image's root holds tree/
+  } else {
+    f.make(image);
+    const r = spawnSync(process.execPath, [cptofs, '-q', '-i', image, tree, '/'], { encoding: 'utf8' });
+    if (r.status !== 0 && type !== 'vfat') throw new Error(r.stderr);
+  }
+  return image;
+}
+
+describe.each(['ext4', 'btrfs', 'xfs', 'squashfs'])('%s', (type) => {
+  test('the archive, extracted by GNU tar, is what the host sees in the image', () => {
+    const image = imageWithTree(type);
+    const archive = join(work, `${type}.tar`);
+    const r = cli([image, archive]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    const out = join(work, `x-${type}`);
+    untar(archive, out);
+    const inImage = withLoop(image, (mnt) => survey(join(mnt, 'tree')));
+    expect(survey(join(out, 'tree'))).toEqual(inImage);
+    fs.rmSync(out, { recursive: true });
+  });
+});
+
+describe.each(['vfat', 'iso9660'])('%s', (type) => {
+  test('the archive, extracted by GNU tar, is what the filesystem\'s own tool sees', () => {
+    const image = imageWithTree(type);
+    const archive = join(work, `${type}.tar`);
+    const r = cli([image, archive]);
+    expect(r.status).toBe(0);
+    const out = join(work, `x-${type}`);
+    untar(archive, out);
+    const host = join(work, `h-${type}`);
+    fs.mkdirSync(host);
+    FILESYSTEMS.find((x) => x.type === type)!.extract!(image, host);
+    // Their tools give what the filesystem keeps: names and contents.  Not
+    // all of it: mtools mangles names beyond Unicode's first plane, xorriso
+    // extracts no device files, and Linux's isofs (ours, and the host's)
+    // shows a Rock Ridge name no longer than its first continuation.
+    const comparable = (k: string, v: { type: number }) =>
+      !/[\u{10000}-\u{10ffff}]/u.test(k) && !/_{2}$/.test(k) && k.length < 100 && v.type !== 0o020000 && v.type !== 0o060000;
+    const contents = (s: ReturnType<typeof survey>) =>
+      Object.fromEntries(
+        Object.entries(s.entries)
+          .filter(([k, v]) => comparable(k, v))
+          .map(([k, v]) => [k, v.content ?? v.link ?? v.type]),
+      );
+    expect(contents(survey(join(out, 'tree')))).toEqual(contents(survey(join(host, 'tree'))));
+    fs.rmSync(out, { recursive: true });
+    fs.rmSync(host, { recursive: true });
+  });
+});
+
+describe('archives', () => {
+  let image: string;
+  beforeAll(() => {
+    image = imageWithTree('ext4');
+  });
+
+  test('two exports of the same image are byte-identical; the image is untouched', () => {
+    const before = fs.readFileSync(image);
+    expect(cli([image, join(work, 'a.tar')]).status).toBe(0);
+    expect(cli([image, join(work, 'b.tar')]).status).toBe(0);
+    expect(fs.readFileSync(join(work, 'a.tar')).equals(fs.readFileSync(join(work, 'b.tar')))).toBe(true);
+    expect(fs.readFileSync(image).equals(before)).toBe(true);
+  });
+
+  test('to stdout, gzipped, a subtree, excludes, --mtime, --format gnu, -s', () => {
+    const z = spawnSync('sh', ['-c', `node ${fs2tar} -z -C /tree --exclude '*-link' --mtime @1000000000 -s ${join(work, 'labels')} ${image} - | tar -tzvf -`], { encoding: 'utf8' });
+    expect(z.status).toBe(0);
+    expect(z.stdout).toMatch(/\.\/file\n/);
+    expect(z.stdout).toMatch(/\.\/sub\/deeper\/leaf\n/);
+    expect(z.stdout).not.toMatch(/-link/);
+    expect(z.stdout).toMatch(/2001-09-09/);
+    const gnu = join(work, 'gnu.tar');
+    expect(cli(['--format', 'gnu', image, gnu]).status).toBe(0);
+    expect(run('tar', ['-tf', gnu])).toContain(`./tree/${'n'.repeat(255)}`);
+    const x = join(work, 'x-gnu');
+    fs.mkdirSync(x);
+    run('tar', ['--numeric-owner', '-xpf', gnu, '-C', x]);
+    expect(fs.readFileSync(join(x, 'tree/file'), 'utf8')).toBe('some text\n');
+  });
+
+  test('--owner-names takes names from the image\'s /etc/passwd and /etc/group', () => {
+    const etc = join(work, 'etc');
+    fs.mkdirSync(etc, { recursive: true });
+    fs.writeFileSync(join(etc, 'passwd'), 'root:x:0:0::/root:/bin/sh\nowner:x:1234:5678::/:/bin/sh\n');
+    fs.writeFileSync(join(etc, 'group'), 'root:x:0:\ngroupie:x:5678:\n');
+    const img = join(work, 'names.img');
+    FILESYSTEMS[0].make(img);
+    spawnSync(process.execPath, [cptofs, '-q', '-i', img, etc, join(tree, 'owned'), '/'], { encoding: 'utf8' });
+    const archive = join(work, 'names.tar');
+    expect(cli(['--owner-names', img, archive]).status).toBe(0);
+    expect(run('tar', ['-tvf', archive])).toMatch(/owner\/groupie .* \.\/owned/);
+  });
+
+  test('a 4 GiB sparse file exports in about the time of its data, and extracts sparse', () => {
+    const img = join(work, 'sparse.img');
+    FILESYSTEMS[0].make(img);
+    const src = join(work, 'sparse-src');
+    fs.mkdirSync(src);
+    const fd = fs.openSync(join(src, 'huge'), 'w');
+    fs.writeSync(fd, Buffer.alloc(1 << 20, 1), 0, 1 << 20, 0);
+    fs.writeSync(fd, Buffer.alloc(1 << 20, 2), 0, 1 << 20, 3 * 2 ** 30);
+    fs.ftruncateSync(fd, 4 * 2 ** 30);
+    fs.closeSync(fd);
+    // A 64 MiB filesystem holds it only if the holes stay holes.
+    spawnSync(process.execPath, [cptofs, '-q', '-i', img, join(src, 'huge'), '/'], { encoding: 'utf8' });
+    const archive = join(work, 'sparse.tar');
+    const t0 = Date.now();
+    expect(cli([img, archive]).status).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(fs.statSync(archive).size).toBeLessThan(8 << 20);
+    const out = join(work, 'x-sparse');
+    untar(archive, out);
+    const st = fs.statSync(join(out, 'huge'));
+    expect(st.size).toBe(4 * 2 ** 30);
+    expect(st.blocks * 512).toBeLessThan(16 << 20);
+    const back = fs.openSync(join(out, 'huge'), 'r');
+    const b = Buffer.alloc(4);
+    fs.readSync(back, b, 0, 4, 3 * 2 ** 30);
+    expect([...b]).toEqual([2, 2, 2, 2]);
+    fs.closeSync(back);
+  });
+
+  test('a socket is skipped with a warning, as GNU tar does', () => {
+    const img = join(work, 'sock.img');
+    FILESYSTEMS[0].make(img);
+    const src = join(work, 'sock-src');
+    fs.mkdirSync(src);
+    execFileSync('python3', ['-c', `import socket; s = socket.socket(socket.AF_UNIX); s.bind('${join(src, 'sock')}')`]);
+    spawnSync(process.execPath, [cptofs, '-q', '-i', img, src, '/'], { encoding: 'utf8' });
+    const r = cli([img, join(work, 'sock.tar')]);
+    expect(r.status).toBe(0);
+    expect(r.stderr).toMatch(/sock: socket ignored/);
+  });
+});
+
+describe('errors', () => {
+  test('a missing or corrupt image, an unwritable output: exit 2, no archive left', () => {
+    let r = cli([join(work, 'missing.img'), join(work, 'out.tar')]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/ENOENT.*missing\.img/);
+    const corrupt = join(work, 'corrupt.img');
+    fs.writeFileSync(corrupt, Buffer.alloc(1 << 20, 0x5a));
+    r = cli([corrupt, join(work, 'out.tar')]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/no filesystem the kernel knows/);
+    expect(fs.existsSync(join(work, 'out.tar'))).toBe(false);
+    r = cli([join(work, 'ext4.img'), '/proc/nope/out.tar']);
+    expect(r.status).toBe(2);
+    expect(fs.readdirSync(work).filter((n) => n.includes('.partial-'))).toEqual([]);
+  });
+
+  test('a closed pipe (| head): a clear message, a failing status', () => {
+    const image = imageWithTree('ext4');
+    const r = spawnSync('bash', ['-c', `set -o pipefail; node ${fs2tar} ${image} - | head -c 1000 >/dev/null`], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/fs2tar: the archive's reader went away \(EPIPE\)/);
+  });
+});

@@ -1,0 +1,197 @@
+// fs2tar: export a filesystem image to a tar archive, with the kernel's own
+// driver.  The image is opened read-only and never modified.
+import { Command, Option } from 'commander';
+import { createWriteStream, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, basename, join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import * as zlib from 'node:zlib';
+import { pack as tarPack } from 'tar-stream';
+import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, Reporter, run, versionText } from '@lkl-um/core';
+import { ArchiveClosed, ExportOptions, ownerNames, TarExporter, useOwnHeaders } from './export';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { version } = require('../package.json') as { version: string };
+
+interface Options {
+  filesystemType: string;
+  partition?: number;
+  printk?: boolean;
+  mb: number;
+  selinux?: string;
+  directory?: string;
+  exclude: string[];
+  gzip?: boolean;
+  zstd?: boolean;
+  format: 'pax' | 'gnu';
+  ownerNames?: boolean;
+  sort: 'name' | 'none';
+  mtime?: string;
+  clampMtime?: boolean;
+  verbose?: boolean;
+  quiet?: boolean;
+  debug?: boolean;
+}
+
+function program(): Command {
+  return new Command('fs2tar')
+    .description('Export a filesystem image to a tar archive, with the kernel\'s own driver; the image is opened read-only.')
+    .usage('[options] IMAGE [TARBALL|-]')
+    .argument('<image>', 'the image file')
+    .argument('[tarball]', 'the archive to write; - or nothing: standard output')
+    .option('-t, --filesystem-type <type>', 'ext4, btrfs, xfs, vfat, ... or auto', 'auto')
+    .option('-P, --partition <n>', 'the partition to export (1 is the first)', integerOption('--partition'))
+    .option('-C, --directory <path>', 'export this directory of the image, not all of it')
+    .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable); a name, or a path if it has a /').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
+    .option('-z, --gzip', 'compress with gzip')
+    .option('--zstd', 'compress with zstd (where this Node has it)')
+    .addOption(new Option('--format <format>', 'pax keeps everything; gnu is older: no xattrs, no nanoseconds').choices(['pax', 'gnu']).default('pax'))
+    .option('--numeric-owner', 'owners as numbers only (the default)')
+    .option('--owner-names', 'owner and group names from the image\'s own /etc/passwd and /etc/group')
+    .addOption(new Option('--sort <order>', 'name: the same image always gives the same bytes').choices(['name', 'none']).default('name'))
+    .option('--mtime <date>', 'set every mtime to this (a date, or @seconds); drops atime and ctime')
+    .option('--clamp-mtime', 'with --mtime: only lower mtimes newer than it')
+    .option('-s, --selinux <file>', 'write "path context" lines for the entries\' SELinux labels to this file')
+    .option('-m, --mb <mb>', 'kernel memory in MiB', integerOption('--mb'), 256)
+    .option('-p, --printk', 'show the kernel\'s messages')
+    .option('-v, --verbose', 'name each entry as it is archived (on stderr when the archive goes to stdout)')
+    .option('-q, --quiet', 'say nothing but errors')
+    .option('--debug', 'show stack traces')
+    .version(versionText('fs2tar', version), '--version')
+    .addHelpText(
+      'after',
+      `
+Everything GNU tar --xattrs --acls keeps is kept: modes, numeric owners,
+times to the nanosecond (pax), extended attributes and POSIX ACLs
+(SCHILY.xattr.*), hard links, devices, FIFOs, long names, files over 8 GiB,
+sparse files (GNU sparse 1.0). Sockets are skipped, with a warning.
+
+Examples:
+  fs2tar disk.img rootfs.tar                  the whole image
+  fs2tar -P 2 -z disk.img root.tar.gz         partition 2, gzipped
+  fs2tar -C /var/log disk.img - | tar -t      a subtree, to stdout
+  fs2tar --mtime @0 --owner-names disk.img out.tar   reproducible, with names
+
+Exit status: 0 all was exported, 1 some entries failed (each named), 2 usage or fatal error.`,
+    )
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+}
+
+function parseTime(text: string): bigint {
+  if (text.startsWith('@')) {
+    const [sec, frac = ''] = text.slice(1).split('.');
+    return BigInt(sec) * 1_000_000_000n + BigInt(frac.padEnd(9, '0').slice(0, 9) || '0');
+  }
+  const ms = Date.parse(text);
+  if (Number.isNaN(ms)) throw new Error(`--mtime: not a date: ${text}`);
+  return BigInt(ms) * 1_000_000n;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const cmd = program();
+  try {
+    cmd.parse(argv);
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    return code === 'commander.helpDisplayed' || code === 'commander.version' ? EXIT_OK : EXIT_FATAL;
+  }
+  const o = cmd.opts<Options>();
+  const [imagePath, target = '-'] = cmd.args;
+  const toStdout = target === '-';
+  const report = new Reporter('fs2tar', { quiet: o.quiet, verbose: o.verbose, debug: o.debug });
+  if (o.zstd && !('createZstdCompress' in zlib)) {
+    process.stderr.write(`fs2tar: --zstd: this Node (${process.version}) has no zstd; Node 22.15 and later do\n`);
+    return EXIT_FATAL;
+  }
+  if (toStdout && process.stdout.isTTY) {
+    process.stderr.write('fs2tar: refusing to write an archive to a terminal (name a file, or redirect)\n');
+    return EXIT_FATAL;
+  }
+
+  const image = await openImage({
+    image: imagePath,
+    type: o.filesystemType,
+    partition: o.partition,
+    readOnly: true,
+    memoryMb: o.mb,
+    printk: o.printk,
+  });
+  const k = image.kernel;
+  // Written to a temporary name, renamed only once complete: a failed
+  // export leaves no archive that looks whole.
+  const partial = toStdout ? undefined : join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    report.stopProgress();
+    if (partial) rmSync(partial, { force: true });
+    image.close().finally(() => process.exit(130));
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const selinux: string[] | undefined = o.selinux ? [] : undefined;
+  const root = o.directory ? `${image.root}/${o.directory.replace(/^\/+/, '')}`.replace(/\/+$/, '') : image.root;
+  const options: ExportOptions = {
+    format: o.format,
+    exclude: new Excluder(o.exclude),
+    sort: o.sort === 'name',
+    names: o.ownerNames ? await ownerNames(k, image.root) : undefined,
+    mtime: o.mtime ? { ns: parseTime(o.mtime), clamp: !!o.clampMtime } : undefined,
+    selinux,
+    onEntry: o.verbose ? (name) => (toStdout ? process.stderr : process.stdout).write(`${name}\n`) : undefined,
+  };
+  const display = (p: string) => (p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
+
+  try {
+    await k.fs.access(root).catch(() => {
+      throw new Error(`${o.directory}: no such directory in the image`);
+    });
+    const pack = tarPack();
+    useOwnHeaders(pack);
+    const exporter = new TarExporter(k, pack, options, report);
+    const started = Date.now();
+    await report.startProgress(() => {
+      const s = (Date.now() - started) / 1000 || 1;
+      return `${exporter.progress.entries} entries, ${bytes(exporter.progress.bytes)}, ${bytes(exporter.progress.bytes / s)}/s`;
+    });
+
+    const compress = o.gzip ? [zlib.createGzip()] : o.zstd ? [(zlib as unknown as { createZstdCompress(): NodeJS.ReadWriteStream }).createZstdCompress()] : [];
+    const out = toStdout ? process.stdout : createWriteStream(partial!);
+    let writeError: NodeJS.ErrnoException | undefined;
+    const writing = pipeline(pack, ...(compress as []), out).catch((e: NodeJS.ErrnoException) => {
+      writeError = e;
+      pack.destroy(e);
+    });
+    try {
+      await exporter.export(root, display);
+      pack.finalize();
+    } catch (e) {
+      if (!(e instanceof ArchiveClosed) && !writeError) throw e;
+    }
+    await writing;
+    if (writeError) {
+      throw new Error(
+        writeError.code === 'EPIPE'
+          ? 'the archive\'s reader went away (EPIPE): the archive is incomplete'
+          : `cannot write ${toStdout ? 'to standard output' : target}: ${writeError.message}`,
+      );
+    }
+    if (partial) renameSync(partial, target);
+    if (selinux) writeFileSync(o.selinux!, selinux.join('\n') + (selinux.length ? '\n' : ''));
+  } catch (e) {
+    if (partial) rmSync(partial, { force: true });
+    throw e;
+  } finally {
+    report.stopProgress();
+    if (!interrupted) await image.close();
+  }
+  report.summarize();
+  return report.errors ? EXIT_SOME_FAILED : EXIT_OK;
+}
+
+export function cli(): void {
+  // A reader that goes away (| head) must not kill us before we clean up.
+  process.stdout.on('error', () => undefined);
+  run('fs2tar', () => main(process.argv));
+}

@@ -1,0 +1,427 @@
+// Exporting a mounted image to a tar stream, entry by entry, as GNU tar
+// would archive it: pax headers with nanosecond times and every extended
+// attribute (SCHILY.xattr.*), hard links as link entries, sparse files as
+// GNU sparse 1.0, sockets skipped.  Entries are read ahead of the writer, a
+// few dozen at a time; the stream's back-pressure bounds the memory.
+import { CONSTANTS as C, Excluder, Kernel, KernelError, Reporter } from '@lkl-um/core';
+import type { BigIntStats } from '@lkl-um/core';
+import type { Pack } from 'tar-stream';
+import { asciiStandIn, fitsUstar, header, paxRecords, TarHeader } from './headers';
+
+export interface ExportOptions {
+  format: 'pax' | 'gnu';
+  exclude: Excluder;
+  /** Sort each directory's entries by name: the same image, the same bytes. */
+  sort: boolean;
+  /** Owner and group names from the image's /etc/passwd and /etc/group. */
+  names?: { users: Map<number, string>; groups: Map<number, string> };
+  /** Every mtime this, or (clamp) at most this; seconds.nanoseconds. */
+  mtime?: { ns: bigint; clamp: boolean };
+  /** Collects "path context" lines for each entry with security.selinux. */
+  selinux?: string[];
+  /** Called with each entry's name as it is archived (for -v). */
+  onEntry?: (name: string) => void;
+}
+
+export interface ExportProgress {
+  entries: number;
+  bytes: number;
+}
+
+interface Entry {
+  path: string; // in the kernel
+  name: string; // in the archive
+  st: BigIntStats;
+  xattrs: [string, Buffer][];
+  link?: string;
+  data?: Buffer; // small files, read ahead
+  extents?: [number, number][]; // sparse files
+}
+
+const SMALL = 256 << 10;
+const CHUNK = 1 << 20;
+const LOOKAHEAD = 48;
+const NS = 1_000_000_000n;
+
+const typeOf = (mode: number) => mode & C.S_IFMT;
+
+function paxTime(ns: bigint): string {
+  const sec = ns / NS - (ns % NS < 0n ? 1n : 0n);
+  const frac = ns - sec * NS;
+  return frac ? `${sec}.${frac.toString().padStart(9, '0').replace(/0+$/, '')}` : `${sec}`;
+}
+
+export class TarExporter {
+  readonly progress: ExportProgress = { entries: 0, bytes: 0 };
+  readonly #firstName = new Map<string, string>(); // dev:ino -> archive name
+
+  constructor(
+    private readonly k: Kernel,
+    private readonly pack: Pack,
+    private readonly options: ExportOptions,
+    private readonly report: Reporter,
+  ) {}
+
+  /** Archives the tree at `root` in the kernel; `display` names image paths. */
+  async export(root: string, display: (path: string) => string): Promise<void> {
+    const queue: Promise<Entry | undefined>[] = [];
+    const walker = this.#walk(root, './');
+    // Read ahead of the writer; write in order.
+    const next = await walker.next();
+    try {
+      await this.#drain(walker, next, queue, display);
+    } finally {
+      // What was read ahead holds files open: let it finish.
+      await Promise.allSettled(queue);
+    }
+  }
+
+  async #drain(
+    walker: AsyncGenerator<{ path: string; name: string }>,
+    first: IteratorResult<{ path: string; name: string }>,
+    queue: Promise<Entry | undefined>[],
+    display: (path: string) => string,
+  ): Promise<void> {
+    let next = first;
+    while (!next.done || queue.length) {
+      while (!next.done && queue.length < LOOKAHEAD) {
+        const { path, name } = next.value;
+        queue.push(
+          this.#read(path, name).catch((e) => {
+            this.report.error(`${display(path)}: ${(e as Error).message}`);
+            return undefined;
+          }),
+        );
+        next = await walker.next();
+      }
+      const entry = await queue.shift();
+      if (entry) await this.#write(entry, display);
+    }
+  }
+
+  async *#walk(path: string, name: string): AsyncGenerator<{ path: string; name: string }> {
+    yield { path, name };
+    let entries: { name: string; dir: boolean }[];
+    try {
+      entries = this.options.sort
+        ? (await this.k.fs.readdir(path, { withFileTypes: true })).map((d) => ({ name: d.name, dir: d.isDirectory() }))
+        : await this.#unsorted(path);
+    } catch (e) {
+      if ((e as KernelError).code !== 'ENOTDIR') this.report.error(`cannot read directory '${path}': ${(e as Error).message}`);
+      return;
+    }
+    for (const d of entries) {
+      const rel = `${name}${d.name}`;
+      if (this.options.exclude.excludes(rel.slice(2))) continue;
+      const child = `${path.replace(/\/$/, '')}/${d.name}`;
+      if (d.dir) yield* this.#walk(child, `${rel}/`);
+      else yield { path: child, name: rel };
+    }
+  }
+
+  async #unsorted(path: string): Promise<{ name: string; dir: boolean }[]> {
+    const entries: { name: string; dir: boolean }[] = [];
+    for await (const d of await this.k.fs.opendir(path)) entries.push({ name: d.name, dir: d.isDirectory() });
+    return entries;
+  }
+
+  async #read(path: string, name: string): Promise<Entry> {
+    const st = await this.k.fs.lstat(path, { bigint: true });
+    const entry: Entry = { path, name, st, xattrs: [] };
+    const mode = Number(st.mode);
+    if (this.options.format === 'pax') {
+      const names = await this.k.fs.llistxattr(path).catch((e: KernelError) =>
+        e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e),
+      );
+      for (const x of names.sort()) entry.xattrs.push([x, await this.k.fs.lgetxattr(path, x)]);
+    }
+    if (typeOf(mode) === C.S_IFLNK) entry.link = await this.k.fs.readlink(path);
+    if (typeOf(mode) === C.S_IFREG) {
+      const size = Number(st.size);
+      if (Number(st.blocks) * 512 < size && this.options.format === 'pax') {
+        entry.extents = await this.#extents(path, size);
+        // A filesystem without SEEK_DATA (squashfs) calls it all data:
+        // find the holes by their zeros, as GNU tar does.
+        if (entry.extents.length === 1 && entry.extents[0][0] === 0 && entry.extents[0][1] === size) {
+          entry.extents = await this.#nonZero(path, size);
+        }
+      } else if (size <= SMALL) {
+        // Exactly the size the header will say: open, one read, close.
+        const fh = await this.k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+        try {
+          const data = Buffer.allocUnsafe(size);
+          const { bytesRead } = size ? await fh.read(data, 0, size, 0) : { bytesRead: 0 };
+          if (bytesRead < size) throw new Error('shrank while being read');
+          entry.data = data;
+        } finally {
+          await fh.close();
+        }
+      }
+    }
+    return entry;
+  }
+
+  async #extents(path: string, size: number): Promise<[number, number][]> {
+    const fh = await this.k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+    try {
+      return await fh.dataExtents(size);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async #nonZero(path: string, size: number): Promise<[number, number][]> {
+    const BLOCK = 4096;
+    const zero = Buffer.alloc(BLOCK);
+    const extents: [number, number][] = [];
+    const fh = await this.k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+    try {
+      const buf = Buffer.allocUnsafe(CHUNK);
+      for (let at = 0; at < size; ) {
+        const { bytesRead } = await fh.read(buf, 0, Math.min(CHUNK, size - at), at);
+        if (!bytesRead) break;
+        for (let off = 0; off < bytesRead; off += BLOCK) {
+          const end = Math.min(off + BLOCK, bytesRead);
+          if (buf.subarray(off, end).equals(zero.subarray(0, end - off))) continue;
+          const last = extents[extents.length - 1];
+          if (last && last[1] === at + off) last[1] = at + end;
+          else extents.push([at + off, at + end]);
+        }
+        at += bytesRead;
+      }
+      return extents;
+    } finally {
+      await fh.close();
+    }
+  }
+
+  async #write(e: Entry, display: (p: string) => string): Promise<void> {
+    const mode = Number(e.st.mode);
+    const type = typeOf(mode);
+    if (type === C.S_IFSOCK) {
+      this.report.warn('sockets', `${display(e.path)}: socket ignored`);
+      return;
+    }
+    const gnu = this.options.format === 'gnu';
+    const uid = Number(e.st.uid);
+    const gid = Number(e.st.gid);
+    let mtimeNs = e.st.mtimeNs;
+    if (this.options.mtime) {
+      const { ns, clamp } = this.options.mtime;
+      if (!clamp || mtimeNs > ns) mtimeNs = ns;
+    }
+    const h: TarHeader = {
+      name: e.name,
+      mode,
+      uid,
+      gid,
+      size: 0,
+      mtime: Number(mtimeNs / NS) - (mtimeNs % NS < 0n ? 1 : 0),
+      typeflag: '0',
+      uname: this.options.names?.users.get(uid),
+      gname: this.options.names?.groups.get(gid),
+    };
+    const records: [string, string | Buffer][] = [];
+    if (!gnu) {
+      records.push(['mtime', paxTime(mtimeNs)]);
+      if (!this.options.mtime) {
+        records.push(['atime', paxTime(e.st.atimeNs)], ['ctime', paxTime(e.st.ctimeNs)]);
+      }
+      for (const [n, v] of e.xattrs) records.push([`SCHILY.xattr.${n}`, v]);
+    }
+    const selinux = e.xattrs.find(([n]) => n === 'security.selinux');
+    if (selinux && this.options.selinux) {
+      this.options.selinux.push(`${display(e.path)} ${selinux[1].toString().replace(/\0$/, '')}`);
+    }
+
+    if (type === C.S_IFDIR) {
+      h.typeflag = '5';
+    } else if (type === C.S_IFLNK) {
+      h.typeflag = '2';
+      h.linkname = e.link;
+    } else if (type === C.S_IFCHR || type === C.S_IFBLK) {
+      h.typeflag = type === C.S_IFCHR ? '3' : '4';
+      const rdev = e.st.rdev;
+      h.devmajor = Number(((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn));
+      h.devminor = Number((rdev & 0xffn) | ((rdev >> 12n) & ~0xffn));
+    } else if (type === C.S_IFIFO) {
+      h.typeflag = '6';
+    } else if (type === C.S_IFREG) {
+      const key = `${e.st.dev}:${e.st.ino}`;
+      const first = e.st.nlink > 1n ? this.#firstName.get(key) : undefined;
+      if (first) {
+        h.typeflag = '1';
+        h.linkname = first;
+      } else {
+        if (e.st.nlink > 1n) this.#firstName.set(key, e.name);
+        return this.#writeFile(e, h, records);
+      }
+    }
+    await this.#headers(h, records);
+    await this.#push({ type: 'directory', raw: Buffer.alloc(0) }, null);
+  }
+
+  /*
+   * What goes before an entry's own header: a pax header with its records
+   * (and its name and link target when a ustar header cannot hold them),
+   * or GNU's ././@LongLink entries.  Then the entry's header itself.
+   */
+  async #headers(h: TarHeader, records: [string, string | Buffer][]): Promise<void> {
+    const gnu = this.options.format === 'gnu';
+    this.options.onEntry?.(h.name);
+    if (gnu) {
+      if (Buffer.byteLength(h.name) > 100) await this.#longLink('L', h.name);
+      if (h.linkname && Buffer.byteLength(h.linkname) > 100) await this.#longLink('K', h.linkname);
+    } else {
+      if (!fitsUstar(h.name)) records.unshift(['path', h.name]);
+      if (h.linkname && !fitsUstar(h.linkname)) records.unshift(['linkpath', h.linkname]);
+      if (h.uid > 0o7777777) records.push(['uid', String(h.uid)]);
+      if (h.gid > 0o7777777) records.push(['gid', String(h.gid)]);
+      if (h.size > 0o77777777777) records.push(['size', String(h.size)]);
+      if (records.length) {
+        const data = paxRecords(records);
+        const slash = h.name.replace(/\/$/, '').lastIndexOf('/');
+        const paxName = `${h.name.slice(0, slash + 1)}PaxHeaders/${h.name.slice(slash + 1)}`;
+        const paxHeader = header(
+          { name: asciiStandIn(paxName), mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: h.mtime, typeflag: 'x' },
+          false,
+        );
+        await this.#push({ type: 'file', raw: paxHeader }, data);
+      }
+      if (!fitsUstar(h.name)) h.name = asciiStandIn(h.name);
+      if (h.linkname && !fitsUstar(h.linkname)) h.linkname = asciiStandIn(h.linkname);
+    }
+    this.#pendingHeader = header(h, gnu);
+    this.progress.entries++;
+  }
+
+  async #longLink(typeflag: 'L' | 'K', name: string): Promise<void> {
+    const data = Buffer.from(`${name}\0`);
+    const h = header({ name: '././@LongLink', mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: 0, typeflag }, true);
+    await this.#push({ type: 'file', raw: h }, data);
+  }
+
+  #pendingHeader: Buffer | undefined;
+
+  /*
+   * An entry through tar-stream, whose encoder pushes our own header
+   * (`raw`) instead of one of its own.  A null body: a void entry; else
+   * the body, whole.
+   */
+  #push(h: { type: string; raw: Buffer }, data: Buffer | null): Promise<void> {
+    if (!h.raw.length) {
+      h.raw = this.#pendingHeader!;
+      this.#pendingHeader = undefined;
+    }
+    this.#checkOpen();
+    return new Promise((resolve, reject) => {
+      const entry = this.pack.entry as unknown as (
+        h: object,
+        data: Buffer | null,
+        cb: (err?: Error | null) => void,
+      ) => NodeJS.EventEmitter;
+      entry.call(this.pack, h, data, (err) => (err ? reject(err) : resolve())).on('error', reject);
+    });
+  }
+
+  /* The archive's stream has failed (its reader went away): stop. */
+  #checkOpen(): void {
+    if ((this.pack as unknown as { destroying: boolean }).destroying) throw new ArchiveClosed();
+  }
+
+  async #writeFile(e: Entry, h: TarHeader, records: [string, string | Buffer][]): Promise<void> {
+    const size = Number(e.st.size);
+    if (e.data) {
+      h.size = e.data.length;
+      await this.#headers(h, records);
+      this.progress.bytes += e.data.length;
+      return this.#push({ type: 'file', raw: Buffer.alloc(0) }, e.data);
+    }
+    let extents = e.extents;
+    let prefix: Buffer | undefined;
+    if (extents) {
+      // GNU sparse 1.0: the map first, in decimal lines, padded to a block.
+      const holeAtEnd = !extents.length || extents[extents.length - 1][1] < size;
+      const map = holeAtEnd ? [...extents, [size, size] as [number, number]] : extents;
+      const lines = [String(map.length), ...map.flatMap(([s, end]) => [String(s), String(end - s)])];
+      const text = Buffer.from(lines.join('\n') + '\n');
+      prefix = Buffer.concat([text, Buffer.alloc((512 - (text.length % 512)) % 512)]);
+      records.push(
+        ['GNU.sparse.major', '1'],
+        ['GNU.sparse.minor', '0'],
+        ['GNU.sparse.name', e.name],
+        ['GNU.sparse.realsize', String(size)],
+      );
+      const slash = e.name.lastIndexOf('/');
+      h.name = `${e.name.slice(0, slash + 1)}GNUSparseFile.0/${e.name.slice(slash + 1)}`;
+      h.size = prefix.length + extents.reduce((n, [s, end]) => n + end - s, 0);
+    } else {
+      extents = size ? [[0, size]] : [];
+      h.size = size;
+    }
+    await this.#headers(h, records);
+    const raw = this.#pendingHeader!;
+    this.#pendingHeader = undefined;
+
+    this.#checkOpen();
+    const fh = await this.k.fs.open(e.path, C.O_RDONLY | C.O_NOFOLLOW);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const entry = this.pack.entry as unknown as (h: object, cb: (err?: Error | null) => void) => NodeJS.WritableStream & { destroy(e: Error): void };
+        const stream = entry.call(this.pack, { type: 'file', size: h.size, raw }, (err) => (err ? reject(err) : resolve()));
+        stream.on('error', reject);
+        // Back-pressure: wait for the stream to drain before reading more.
+        const write = (b: Buffer) =>
+          new Promise<void>((ok) => (stream.write(b) ? ok() : stream.once('drain', () => ok())));
+        const writeAll = async () => {
+          if (prefix) await write(prefix);
+          for (const [start, end] of extents!) {
+            for (let at = start; at < end; ) {
+              const buf = Buffer.allocUnsafe(Math.min(CHUNK, end - at));
+              const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+              if (!bytesRead) throw new Error(`${e.path}: shrank while being read`);
+              await write(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+              at += bytesRead;
+              this.progress.bytes += bytesRead;
+            }
+          }
+          stream.end();
+        };
+        writeAll().catch((err) => {
+          stream.destroy(err);
+          reject(err);
+        });
+      });
+    } finally {
+      await fh.close();
+    }
+  }
+}
+
+/** The archive's stream failed under us; the error is the stream's. */
+export class ArchiveClosed extends Error {
+  constructor() {
+    super('the archive stream is closed');
+  }
+}
+
+/** Makes a tar-stream pack push our headers (see headers.ts) instead of its own. */
+export function useOwnHeaders(pack: Pack): void {
+  const p = pack as unknown as { _encode(h: { raw?: Buffer }): void; push(b: Buffer): boolean };
+  const encode = p._encode.bind(p);
+  p._encode = (h) => (h.raw ? void p.push(h.raw) : encode(h));
+}
+
+/** uid -> name and gid -> name from the image's /etc/passwd and /etc/group. */
+export async function ownerNames(k: Kernel, root: string) {
+  const table = async (file: string) => {
+    const map = new Map<number, string>();
+    const text = await k.fs.readFile(`${root}/etc/${file}`, 'utf8').catch(() => '');
+    for (const line of text.split('\n')) {
+      const [name, , id] = line.split(':');
+      if (name && id && /^\d+$/.test(id) && !map.has(Number(id))) map.set(Number(id), name);
+    }
+    return map;
+  };
+  return { users: await table('passwd'), groups: await table('group') };
+}

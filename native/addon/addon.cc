@@ -30,6 +30,7 @@
 #include <uv.h>
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/xattr.h>
@@ -514,6 +515,15 @@ Napi::Value HostSeek(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, static_cast<double>(at));
 }
 
+// hostFlock(fd, operation) -> false when LOCK_NB finds it held elsewhere
+Napi::Value HostFlock(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (flock(fd, info[1].As<Napi::Number>().Int32Value()) == 0) return Napi::Boolean::New(env, true);
+  if (errno == EWOULDBLOCK) return Napi::Boolean::New(env, false);
+  throw HostError(env, "flock", std::to_string(fd));
+}
+
 Napi::Value Start(const Napi::CallbackInfo& info) {
   auto* worker = new StartWorker(info.Env(), info[0].As<Napi::Object>());
   worker->Queue();
@@ -530,6 +540,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("hostUtimens", Napi::Function::New(env, HostUtimens));
   exports.Set("hostMknod", Napi::Function::New(env, HostMknod));
   exports.Set("hostSeek", Napi::Function::New(env, HostSeek));
+  exports.Set("hostFlock", Napi::Function::New(env, HostFlock));
   exports.Set("Kernel", kernel_class->Value());
   // When Node exits, every kernel still open sees its client go and halts
   // by itself: sync, unmount, power off.

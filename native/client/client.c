@@ -652,7 +652,7 @@ static char *format_arg(const char *fmt, ...)
 	return s;
 }
 
-/* Spawns the kernel process.  Fds: 0 /dev/null, 2 the console, 3 the
+/* Spawns the kernel process.  Fds: 0 and 1 /dev/null, 2 the console, 3 the
  * window, 4 the doorbell socket. */
 static int spawn_kernel(struct lkl_um *k, const struct lkl_um_options *opts,
 			const char *kernel, int window_fd, int kernel_sock,
@@ -712,6 +712,7 @@ static int spawn_kernel(struct lkl_um *k, const struct lkl_um_options *opts,
 
 	posix_spawn_file_actions_init(&fa);
 	posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
+	posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);
 	posix_spawn_file_actions_adddup2(&fa, console_fd, 2);
 	posix_spawn_file_actions_adddup2(&fa, window_fd, 3);
 	posix_spawn_file_actions_adddup2(&fa, kernel_sock, 4);

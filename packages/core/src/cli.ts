@@ -110,6 +110,21 @@ export function run(command: string, main: () => Promise<number>, debug = proces
   );
 }
 
+/**
+ * Parses a command line with a commander program made with exitOverride():
+ * undefined when the command goes on, else its exit status: 0 after --help
+ * or --version, EXIT_FATAL after a usage error (commander said what).
+ */
+export function parseCommandLine(cmd: { parse(argv: string[]): unknown }, argv: string[]): number | undefined {
+  try {
+    cmd.parse(argv);
+    return undefined;
+  } catch (e) {
+    const code = (e as { code?: string }).code;
+    return code === 'commander.helpDisplayed' || code === 'commander.version' ? EXIT_OK : EXIT_FATAL;
+  }
+}
+
 /** A commander parser for an option that takes a whole number. */
 export function integerOption(what: string): (value: string) => number {
   return (value) => {

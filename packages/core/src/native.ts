@@ -47,6 +47,7 @@ export interface NativeAddon {
   hostUtimens(path: string, atimeNs: bigint, mtimeNs: bigint, followLinks: boolean): void;
   hostMknod(path: string, mode: number, dev: number | bigint): void;
   hostSeek(fd: number, offset: number, whence: number): number;
+  hostFlock(fd: number, operation: number): boolean;
 }
 
 interface Located {

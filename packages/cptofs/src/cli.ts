@@ -4,7 +4,7 @@
 import { Command, Option } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { stat as hostStat } from 'node:fs/promises';
-import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, Reporter, run, versionText } from '@lkl-um/core';
+import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
@@ -121,13 +121,8 @@ async function isDirectory(side: Side, path: string): Promise<boolean | undefine
 
 async function main(name: Direction, argv: string[]): Promise<number> {
   const cmd = program(name);
-  try {
-    cmd.parse(argv);
-  } catch (e) {
-    const code = (e as { exitCode?: number; code?: string }).code;
-    if (code === 'commander.helpDisplayed' || code === 'commander.version') return EXIT_OK;
-    return EXIT_FATAL;
-  }
+  const stop = parseCommandLine(cmd, argv);
+  if (stop !== undefined) return stop;
   const o = cmd.opts<Options>();
   const paths = cmd.args;
   if (paths.length < 2) {

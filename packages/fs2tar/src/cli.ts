@@ -6,7 +6,7 @@ import { dirname, basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
-import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, Reporter, run, versionText } from '@lkl-um/core';
+import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { ArchiveClosed, ExportOptions, ownerNames, TarExporter, useOwnHeaders } from './export';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -89,12 +89,8 @@ function parseTime(text: string): bigint {
 
 async function main(argv: string[]): Promise<number> {
   const cmd = program();
-  try {
-    cmd.parse(argv);
-  } catch (e) {
-    const code = (e as { code?: string }).code;
-    return code === 'commander.helpDisplayed' || code === 'commander.version' ? EXIT_OK : EXIT_FATAL;
-  }
+  const stop = parseCommandLine(cmd, argv);
+  if (stop !== undefined) return stop;
   const o = cmd.opts<Options>();
   const [imagePath, target = '-'] = cmd.args;
   const toStdout = target === '-';

@@ -1,0 +1,134 @@
+#!/usr/bin/env node
+// bench/lklfuse: an ext4 image mounted three ways, measured in one run:
+//
+//   lklfuse        node bin/lklfuse IMAGE MNT        (FUSE, the kernel's ext4 in lkl-um)
+//   fuse2fs        fuse2fs IMAGE MNT                 (FUSE, e2fsprogs' libext2fs)
+//   host kernel    mount -o loop IMAGE MNT           (the reference, as root)
+//
+// and for each:
+//
+//   sequential write of a 1 GiB file (dd bs=1M, conv=fsync), then read back
+//     after a remount, so that no cache of any of them holds it;
+//   10k small files (100 bytes, in 100 directories): create, stat, remove,
+//     in ops/s;
+//   cp -a of a real source tree (arch/ and net/ of the kernel source),
+//     until unmounted, i.e. until the image holds it.
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const { tmpdir } = require('node:os');
+const { join } = require('node:path');
+const { sh, time, dropCaches, requireRoot, sourceTree, bigFile } = require('./lib');
+
+const top = join(__dirname, '..');
+const SMALL_FILES = 10000;
+
+function waitGone(pid) {
+  while (spawnSync('kill', ['-0', String(pid)]).status === 0) spawnSync('sleep', ['0.05']);
+}
+
+/* How to mount and unmount; unmount() returns once the image is complete. */
+const contenders = {
+  lklfuse: (image, mnt) => {
+    const lock = `${image}.lock`;
+    sh(process.execPath, [join(top, 'bin/lklfuse'), '-o', `lock=${lock}`, image, mnt]);
+    return () => {
+      sh('fusermount3', ['-u', mnt]);
+      sh('flock', [lock, 'true']); // the kernel process has exited
+    };
+  },
+  fuse2fs: (image, mnt) => {
+    sh('fuse2fs', [image, mnt]);
+    const pid = sh('pgrep', ['-f', `fuse2fs ${image}`]).trim();
+    return () => {
+      sh('fusermount3', ['-u', mnt]);
+      waitGone(pid);
+    };
+  },
+  host: (image, mnt) => {
+    sh('mount', ['-o', 'loop', image, mnt]);
+    return () => sh('umount', [mnt]);
+  },
+};
+
+function freshImage(image) {
+  fs.rmSync(image, { force: true });
+  sh('truncate', ['-s', '3G', image]);
+  sh('mkfs.ext4', ['-q', '-F', image]);
+}
+
+function measure(name, work, big, tree) {
+  const mount = contenders[name];
+  const image = join(work, `${name}.img`);
+  const mnt = join(work, `mnt-${name}`);
+  fs.mkdirSync(mnt, { recursive: true });
+  const r = {};
+
+  // Sequential I/O.
+  freshImage(image);
+  let unmount = mount(image, mnt);
+  dropCaches();
+  r.write = 1024 / time(() => sh('dd', [`if=${big}`, `of=${mnt}/file`, 'bs=1M', 'conv=fsync', 'status=none']));
+  unmount();
+  dropCaches();
+  unmount = mount(image, mnt);
+  r.read = 1024 / time(() => sh('dd', [`if=${mnt}/file`, 'of=/dev/null', 'bs=1M', 'status=none']));
+  fs.unlinkSync(`${mnt}/file`);
+
+  // Small files.
+  const names = [];
+  for (let d = 0; d < 100; d++) {
+    fs.mkdirSync(join(mnt, `d${d}`));
+    for (let f = 0; f < SMALL_FILES / 100; f++) names.push(join(mnt, `d${d}`, `f${f}`));
+  }
+  const body = Buffer.alloc(100, 'x');
+  r.create = SMALL_FILES / time(() => names.forEach((n) => fs.writeFileSync(n, body)));
+  unmount();
+  unmount = mount(image, mnt); // cold: stat goes to the filesystem
+  r.stat = SMALL_FILES / time(() => names.forEach((n) => fs.statSync(n)));
+  r.remove = SMALL_FILES / time(() => names.forEach((n) => fs.unlinkSync(n)));
+  unmount();
+
+  // A source tree, until the image holds it.
+  freshImage(image);
+  dropCaches();
+  r.cp = time(() => {
+    const done = mount(image, mnt);
+    sh('cp', ['-a', tree, mnt]);
+    done();
+  });
+  sh('e2fsck', ['-fn', image]);
+  fs.rmSync(image);
+  return r;
+}
+
+function main() {
+  requireRoot('bench/lklfuse');
+  const work = fs.mkdtempSync(join(process.env.LKL_UM_BENCH_TMP ?? tmpdir(), 'lkl-um-bench-lklfuse-'));
+  try {
+    const { dir: tree, files, mb } = sourceTree(work);
+    const big = join(bigFile(work), 'file');
+    const results = {};
+    for (const name of Object.keys(contenders)) results[name] = measure(name, work, big, tree);
+
+    const { lklfuse: l, fuse2fs: f, host: h } = results;
+    const row = (what, key, unit, higherIsBetter = true) => {
+      const ratio = (a, b) => (higherIsBetter ? a / b : b / a).toFixed(2);
+      const fmt = (v) => `${v.toFixed(unit === 's' ? 2 : 0)} ${unit}`.padStart(13);
+      console.log(
+        `${what.padEnd(34)} lklfuse ${fmt(l[key])}  fuse2fs ${fmt(f[key])}  host ${fmt(h[key])}` +
+          `   lklfuse/fuse2fs ${ratio(l[key], f[key])}x   lklfuse/host ${ratio(l[key], h[key])}x`,
+      );
+    };
+    console.log('ext4, 3 GiB image; ratios: how many times faster lklfuse is (below 1: slower)');
+    row('sequential write, 1 GiB', 'write', 'MB/s');
+    row('sequential read, 1 GiB', 'read', 'MB/s');
+    row(`create ${SMALL_FILES} small files`, 'create', 'ops/s');
+    row(`stat ${SMALL_FILES} small files (cold)`, 'stat', 'ops/s');
+    row(`remove ${SMALL_FILES} small files`, 'remove', 'ops/s');
+    row(`cp -a tree: ${files} files, ${mb} MB`, 'cp', 's', false);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
+}
+
+main();

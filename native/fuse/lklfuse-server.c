@@ -1,0 +1,1145 @@
+// SPDX-License-Identifier: MIT
+/*
+ * lklfuse-server: a filesystem image mounted with FUSE, served by the Linux
+ * kernel's own driver in an lkl-um kernel process.  FUSE requests go from
+ * libfuse's threads straight to the kernel as system calls: no JavaScript
+ * per request.  The lklfuse command (packages/lklfuse) starts it, and
+ * daemonizes it once it says it is ready.
+ *
+ *   lklfuse-server --image FILE --type TYPE [--partition N] [--readonly]
+ *                  [--opts OPTIONS] [--mb MB] [--lock-fd FD] [--uid N]
+ *                  [--gid N] [--ready-fd FD] [--daemon] [--writeback-cache]
+ *                  [--debug] [--fuse-opts OPTIONS] MOUNTPOINT
+ *
+ * The shape is passthrough_ll's (libfuse/example): an inode is an O_PATH fd
+ * in the kernel, every operation an *at() call relative to it; an open file
+ * is a kernel fd.  Buffers live in the window: a read replies straight from
+ * it.  Exit status: 0 clean unmount, 2 could not start.
+ */
+
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <lkl_um.h>
+
+#include "fuse-loader.h"
+
+#define TIMEOUT 30.0		/* we are the image's only user */
+#define MAX_IO (1 << 20)	/* max_read, max_write */
+#define SCRATCH (MAX_IO + 3 * PATH_MAX + 4096)
+#define ROOT "/image"
+
+static struct fuse_api fuse;
+static struct lkl_um *k;
+
+static struct {
+	const char *image, *type, *opts, *mountpoint, *fuse_opts;
+	int partition, readonly, mb, ready_fd, lock_fd, writeback, debug;
+	int daemon;
+	long uid, gid;
+} o = { .mb = 256, .ready_fd = -1, .lock_fd = -1, .uid = -1, .gid = -1 };
+
+/* --- system calls ----------------------------------------------------------- */
+
+#define SYS(nr, ...) lkl_um_call(k, nr, __VA_ARGS__)
+
+/*
+ * Each FUSE thread has a scratch area in the window: three paths, a stat
+ * buffer, and room for the largest read or write.
+ */
+struct scratch {
+	char *path[3];
+	void *stat;
+	char *data;
+};
+
+static pthread_key_t scratch_key;
+
+static void free_scratch(void *p)
+{
+	lkl_um_free(k, p);
+}
+
+static struct scratch scratch(void)
+{
+	char *base = pthread_getspecific(scratch_key);
+
+	if (!base) {
+		base = lkl_um_alloc(k, SCRATCH);
+		if (!base) {
+			fprintf(stderr, "lklfuse: the window is full\n");
+			abort();
+		}
+		pthread_setspecific(scratch_key, base);
+	}
+	return (struct scratch){
+		.path = { base, base + PATH_MAX, base + 2 * PATH_MAX },
+		.stat = base + 3 * PATH_MAX,
+		.data = base + 3 * PATH_MAX + 4096,
+	};
+}
+
+/* Copies @s into @w (a window buffer of PATH_MAX) and returns its address. */
+static long wpath(char *w, const char *s)
+{
+	snprintf(w, PATH_MAX, "%s", s);
+	return (long)w;
+}
+
+/* The kernel's procfs name for its fd: the inode itself, links included. */
+static long fdpath(char *w, int fd)
+{
+	snprintf(w, PATH_MAX, "/proc/self/fd/%d", fd);
+	return (long)w;
+}
+
+/* --- inodes ------------------------------------------------------------------ */
+
+struct inode {
+	struct inode *next, *prev;
+	int fd;			/* O_PATH, in the kernel */
+	dev_t dev;
+	ino_t ino;
+	uint64_t nlookup;
+};
+
+static struct inode root = { .next = &root, .prev = &root };
+static pthread_mutex_t inodes_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static struct inode *inode_of(fuse_ino_t ino)
+{
+	return ino == FUSE_ROOT_ID ? &root : (struct inode *)(uintptr_t)ino;
+}
+
+static int fd_of(fuse_ino_t ino)
+{
+	return inode_of(ino)->fd;
+}
+
+/* lstat of @name in directory fd @dir ("" for the fd itself). */
+static long stat_at(int dir, const char *name, struct stat *st)
+{
+	struct scratch s = scratch();
+	long ret = SYS(SYS_newfstatat, dir, wpath(s.path[0], name),
+		       (long)s.stat, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+
+	if (ret >= 0)
+		memcpy(st, s.stat, sizeof(*st));
+	return ret;
+}
+
+/* What the host sees: uid= and gid= show everything as the mounter's. */
+static void present(struct stat *st)
+{
+	if (o.uid >= 0)
+		st->st_uid = o.uid;
+	if (o.gid >= 0)
+		st->st_gid = o.gid;
+}
+
+/* Looks @name up in @parent, taking a reference on its inode. */
+static int lookup(fuse_ino_t parent, const char *name,
+		  struct fuse_entry_param *e)
+{
+	struct scratch s = scratch();
+	struct inode *i;
+	long fd, ret;
+
+	memset(e, 0, sizeof(*e));
+	e->attr_timeout = e->entry_timeout = TIMEOUT;
+	fd = SYS(SYS_openat, fd_of(parent), wpath(s.path[0], name),
+		 O_PATH | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return (int)fd;
+	ret = stat_at((int)fd, "", &e->attr);
+	if (ret < 0) {
+		SYS(SYS_close, fd);
+		return (int)ret;
+	}
+
+	pthread_mutex_lock(&inodes_lock);
+	for (i = root.next; i != &root; i = i->next)
+		if (i->ino == e->attr.st_ino && i->dev == e->attr.st_dev)
+			break;
+	if (i != &root) {
+		i->nlookup++;
+		pthread_mutex_unlock(&inodes_lock);
+		SYS(SYS_close, fd);
+	} else {
+		i = calloc(1, sizeof(*i));
+		if (!i) {
+			pthread_mutex_unlock(&inodes_lock);
+			SYS(SYS_close, fd);
+			return -ENOMEM;
+		}
+		*i = (struct inode){ .fd = (int)fd, .dev = e->attr.st_dev,
+				     .ino = e->attr.st_ino, .nlookup = 1,
+				     .next = root.next, .prev = &root };
+		root.next->prev = i;
+		root.next = i;
+		pthread_mutex_unlock(&inodes_lock);
+	}
+	e->ino = (uintptr_t)i;
+	present(&e->attr);
+	return 0;
+}
+
+static void forget_one(fuse_ino_t ino, uint64_t n)
+{
+	struct inode *i = inode_of(ino);
+
+	if (i == &root)
+		return;
+	pthread_mutex_lock(&inodes_lock);
+	if (n > i->nlookup)
+		n = i->nlookup;
+	i->nlookup -= n;
+	if (!i->nlookup) {
+		i->prev->next = i->next;
+		i->next->prev = i->prev;
+		pthread_mutex_unlock(&inodes_lock);
+		SYS(SYS_close, i->fd);
+		free(i);
+		return;
+	}
+	pthread_mutex_unlock(&inodes_lock);
+}
+
+/* --- operations --------------------------------------------------------------- */
+
+static void reply_entry_or_err(fuse_req_t req, fuse_ino_t parent,
+			       const char *name, long ret)
+{
+	struct fuse_entry_param e;
+
+	if (ret < 0) {
+		fuse.reply_err(req, (int)-ret);
+		return;
+	}
+	ret = lookup(parent, name, &e);
+	if (ret < 0)
+		fuse.reply_err(req, (int)-ret);
+	else
+		fuse.reply_entry(req, &e);
+}
+
+static void op_init(void *data, struct fuse_conn_info *conn)
+{
+	(void)data;
+	conn->max_write = MAX_IO;
+	conn->max_read = MAX_IO;
+	if (conn->capable & FUSE_CAP_READDIRPLUS)
+		conn->want |= FUSE_CAP_READDIRPLUS;
+	if (o.writeback && conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	/* Locks stay with the host kernel: nobody else uses the image. */
+	conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
+}
+
+static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct fuse_entry_param e;
+	int err = lookup(parent, name, &e);
+
+	if (err == -ENOENT) {
+		/* A negative entry, cached like the others. */
+		memset(&e, 0, sizeof(e));
+		e.entry_timeout = TIMEOUT;
+		fuse.reply_entry(req, &e);
+	} else if (err) {
+		fuse.reply_err(req, -err);
+	} else {
+		fuse.reply_entry(req, &e);
+	}
+}
+
+static void op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
+{
+	forget_one(ino, nlookup);
+	fuse.reply_none(req);
+}
+
+static void op_forget_multi(fuse_req_t req, size_t count,
+			    struct fuse_forget_data *forgets)
+{
+	size_t i;
+
+	for (i = 0; i < count; i++)
+		forget_one(forgets[i].ino, forgets[i].nlookup);
+	fuse.reply_none(req);
+}
+
+static void op_getattr(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct stat st;
+	long ret = stat_at(fd_of(ino), "", &st);
+
+	(void)fi;
+	if (ret < 0) {
+		fuse.reply_err(req, (int)-ret);
+		return;
+	}
+	present(&st);
+	fuse.reply_attr(req, &st, TIMEOUT);
+}
+
+static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
+		       int valid, struct fuse_file_info *fi)
+{
+	struct scratch s = scratch();
+	int fd = fd_of(ino);
+	long ret = 0;
+
+	if (valid & FUSE_SET_ATTR_MODE)
+		ret = fi ? SYS(SYS_fchmod, fi->fh, attr->st_mode) :
+			   SYS(SYS_chmod, fdpath(s.path[0], fd), attr->st_mode);
+	if (!ret && valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
+		ret = SYS(SYS_fchownat, fd, wpath(s.path[0], ""),
+			  valid & FUSE_SET_ATTR_UID ? (long)attr->st_uid : -1,
+			  valid & FUSE_SET_ATTR_GID ? (long)attr->st_gid : -1,
+			  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+	if (!ret && valid & FUSE_SET_ATTR_SIZE)
+		ret = fi ? SYS(SYS_ftruncate, fi->fh, attr->st_size) :
+			   SYS(SYS_truncate, fdpath(s.path[0], fd),
+			       attr->st_size);
+	if (!ret && valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
+		struct timespec *ts = s.stat;
+
+		ts[0] = (struct timespec){ .tv_nsec = UTIME_OMIT };
+		ts[1] = ts[0];
+		if (valid & FUSE_SET_ATTR_ATIME_NOW)
+			ts[0].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_ATIME)
+			ts[0] = attr->st_atim;
+		if (valid & FUSE_SET_ATTR_MTIME_NOW)
+			ts[1].tv_nsec = UTIME_NOW;
+		else if (valid & FUSE_SET_ATTR_MTIME)
+			ts[1] = attr->st_mtim;
+		ret = fi ? SYS(SYS_utimensat, fi->fh, 0, (long)ts, 0) :
+			   SYS(SYS_utimensat, AT_FDCWD, fdpath(s.path[0], fd),
+			       (long)ts, 0);
+		/* A symlink's times: through its O_PATH fd, not followed. */
+		if (ret == -ELOOP || (ret == -ENOENT && !fi))
+			ret = SYS(SYS_utimensat, fd, wpath(s.path[0], ""),
+				  (long)ts, AT_EMPTY_PATH);
+	}
+	if (ret < 0) {
+		fuse.reply_err(req, (int)-ret);
+		return;
+	}
+	op_getattr(req, ino, fi);
+}
+
+static void op_readlink(fuse_req_t req, fuse_ino_t ino)
+{
+	struct scratch s = scratch();
+	long n = SYS(SYS_readlinkat, fd_of(ino), wpath(s.path[0], ""),
+		     (long)s.data, PATH_MAX - 1);
+
+	if (n < 0) {
+		fuse.reply_err(req, (int)-n);
+		return;
+	}
+	s.data[n] = 0;
+	fuse.reply_readlink(req, s.data);
+}
+
+/* New entries belong to whoever made them, as on any filesystem. */
+static long give_to_caller(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	const struct fuse_ctx *ctx = fuse.req_ctx(req);
+	struct scratch s = scratch();
+
+	if (!ctx->uid && !ctx->gid)
+		return 0;
+	return SYS(SYS_fchownat, fd_of(parent), wpath(s.path[0], name),
+		   ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+}
+
+static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode, dev_t rdev)
+{
+	struct scratch s = scratch();
+	long ret = SYS(SYS_mknodat, fd_of(parent), wpath(s.path[0], name),
+		       mode, rdev);
+
+	if (!ret)
+		ret = give_to_caller(req, parent, name);
+	reply_entry_or_err(req, parent, name, ret);
+}
+
+static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
+		     mode_t mode)
+{
+	struct scratch s = scratch();
+	long ret = SYS(SYS_mkdirat, fd_of(parent), wpath(s.path[0], name),
+		       mode);
+
+	if (!ret)
+		ret = give_to_caller(req, parent, name);
+	reply_entry_or_err(req, parent, name, ret);
+}
+
+static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
+		       const char *name)
+{
+	struct scratch s = scratch();
+	long ret = SYS(SYS_symlinkat, wpath(s.path[0], link), fd_of(parent),
+		       wpath(s.path[1], name));
+
+	if (!ret)
+		ret = give_to_caller(req, parent, name);
+	reply_entry_or_err(req, parent, name, ret);
+}
+
+static void op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t parent,
+		    const char *name)
+{
+	struct scratch s = scratch();
+	long ret = SYS(SYS_linkat, AT_FDCWD, fdpath(s.path[0], fd_of(ino)),
+		       fd_of(parent), wpath(s.path[1], name), AT_SYMLINK_FOLLOW);
+
+	/* /proc/self/fd of a symlink's O_PATH fd is the link itself. */
+	if (ret == -ENOENT || ret == -EXDEV || ret == -EPERM)
+		ret = SYS(SYS_linkat, fd_of(ino), wpath(s.path[0], ""),
+			  fd_of(parent), wpath(s.path[1], name), AT_EMPTY_PATH);
+	reply_entry_or_err(req, parent, name, ret);
+}
+
+static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct scratch s = scratch();
+
+	fuse.reply_err(req, (int)-SYS(SYS_unlinkat, fd_of(parent),
+				       wpath(s.path[0], name), 0));
+}
+
+static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
+{
+	struct scratch s = scratch();
+
+	fuse.reply_err(req, (int)-SYS(SYS_unlinkat, fd_of(parent),
+				       wpath(s.path[0], name), AT_REMOVEDIR));
+}
+
+static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      fuse_ino_t newparent, const char *newname,
+		      unsigned int flags)
+{
+	struct scratch s = scratch();
+
+	fuse.reply_err(req, (int)-SYS(SYS_renameat2, fd_of(parent),
+				       wpath(s.path[0], name),
+				       fd_of(newparent),
+				       wpath(s.path[1], newname), flags));
+}
+
+/* With a writeback cache the host kernel may read what it was told to write. */
+static int open_flags(int flags)
+{
+	if (o.writeback) {
+		if ((flags & O_ACCMODE) == O_WRONLY)
+			flags = (flags & ~O_ACCMODE) | O_RDWR;
+		flags &= ~O_APPEND;
+	}
+	return (flags & ~O_NOFOLLOW) | O_CLOEXEC;
+}
+
+static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	struct scratch s = scratch();
+	long fd = SYS(SYS_openat, AT_FDCWD, fdpath(s.path[0], fd_of(ino)),
+		      open_flags(fi->flags), 0);
+
+	if (fd < 0) {
+		fuse.reply_err(req, (int)-fd);
+		return;
+	}
+	fi->fh = fd;
+	fi->keep_cache = 1;	/* nobody else changes the file */
+	fuse.reply_open(req, fi);
+}
+
+static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
+		      mode_t mode, struct fuse_file_info *fi)
+{
+	struct scratch s = scratch();
+	struct fuse_entry_param e;
+	long fd, err;
+
+	fd = SYS(SYS_openat, fd_of(parent), wpath(s.path[0], name),
+		 open_flags(fi->flags) | O_CREAT, mode);
+	if (fd < 0) {
+		fuse.reply_err(req, (int)-fd);
+		return;
+	}
+	err = give_to_caller(req, parent, name);
+	if (!err)
+		err = lookup(parent, name, &e);
+	if (err) {
+		SYS(SYS_close, fd);
+		fuse.reply_err(req, (int)-err);
+		return;
+	}
+	fi->fh = fd;
+	fuse.reply_create(req, &e, fi);
+}
+
+static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct scratch s = scratch();
+	long n;
+
+	(void)ino;
+	if (size > MAX_IO)
+		size = MAX_IO;
+	n = SYS(SYS_pread64, fi->fh, (long)s.data, size, off);
+	if (n < 0)
+		fuse.reply_err(req, (int)-n);
+	else
+		fuse.reply_buf(req, s.data, n);	/* straight from the window */
+}
+
+static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
+		     size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct scratch s = scratch();
+	long n;
+
+	(void)ino;
+	if (size > MAX_IO)
+		size = MAX_IO;
+	memcpy(s.data, buf, size);
+	n = SYS(SYS_pwrite64, fi->fh, (long)s.data, size, off);
+	if (n < 0)
+		fuse.reply_err(req, (int)-n);
+	else
+		fuse.reply_write(req, n);
+}
+
+static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+{
+	long fd = SYS(SYS_dup, fi->fh);
+
+	(void)ino;
+	/* Closing a duplicate is what close(2) of this open file does. */
+	fuse.reply_err(req, fd < 0 ? (int)-fd : (int)-SYS(SYS_close, fd));
+}
+
+static void op_release(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	(void)ino;
+	SYS(SYS_close, fi->fh);
+	fuse.reply_err(req, 0);
+}
+
+static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+		     struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse.reply_err(req, (int)-SYS(datasync ? SYS_fdatasync : SYS_fsync,
+				       fi->fh));
+}
+
+/* --- directories ------------------------------------------------------------- */
+
+struct linux_dirent64 {
+	uint64_t d_ino;
+	int64_t d_off;
+	unsigned short d_reclen;
+	unsigned char d_type;
+	char d_name[];
+};
+
+struct dir {
+	int fd;			/* the kernel's */
+	off_t offset;		/* where the kernel's position is */
+	char buf[32768];
+	long len, pos;
+	pthread_mutex_t lock;
+};
+
+static void op_opendir(fuse_req_t req, fuse_ino_t ino,
+		       struct fuse_file_info *fi)
+{
+	struct scratch s = scratch();
+	struct dir *d = calloc(1, sizeof(*d));
+	long fd;
+
+	if (!d) {
+		fuse.reply_err(req, ENOMEM);
+		return;
+	}
+	fd = SYS(SYS_openat, fd_of(ino), wpath(s.path[0], "."),
+		 O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
+	if (fd < 0) {
+		free(d);
+		fuse.reply_err(req, (int)-fd);
+		return;
+	}
+	d->fd = (int)fd;
+	pthread_mutex_init(&d->lock, NULL);
+	fi->fh = (uintptr_t)d;
+	fi->cache_readdir = 1;
+	fuse.reply_open(req, fi);
+}
+
+static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi, int plus)
+{
+	struct dir *d = (struct dir *)(uintptr_t)fi->fh;
+	struct scratch s = scratch();
+	char *out = s.data;
+	size_t used = 0;
+	long err = 0;
+
+	if (size > MAX_IO)
+		size = MAX_IO;
+	pthread_mutex_lock(&d->lock);
+	if (off != d->offset) {
+		err = SYS(SYS_lseek, d->fd, off, SEEK_SET);
+		d->offset = off;
+		d->len = d->pos = 0;
+	}
+	while (err >= 0) {
+		struct linux_dirent64 *de;
+		struct fuse_entry_param e;
+		size_t n;
+
+		if (d->pos >= d->len) {
+			char *w = s.path[0];	/* PATH_MAX * 3 of window */
+
+			err = SYS(SYS_getdents64, d->fd, (long)w, 3 * PATH_MAX);
+			if (err <= 0)
+				break;
+			memcpy(d->buf, w, err);
+			d->len = err;
+			d->pos = 0;
+		}
+		de = (struct linux_dirent64 *)(d->buf + d->pos);
+		memset(&e, 0, sizeof(e));
+		e.attr.st_ino = de->d_ino;
+		e.attr.st_mode = de->d_type << 12;
+		if (plus) {
+			int dots = !strcmp(de->d_name, ".") ||
+				   !strcmp(de->d_name, "..");
+
+			if (!dots) {
+				err = lookup(ino, de->d_name, &e);
+				if (err)
+					break;
+			}
+			n = fuse.add_direntry_plus(req, out + used, size - used,
+						   de->d_name, &e, de->d_off);
+			if (n > size - used) {
+				if (!dots)
+					forget_one(e.ino, 1);
+				break;
+			}
+		} else {
+			n = fuse.add_direntry(req, out + used, size - used,
+					      de->d_name, &e.attr, de->d_off);
+			if (n > size - used)
+				break;
+		}
+		used += n;
+		d->pos += de->d_reclen;
+		d->offset = de->d_off;
+	}
+	pthread_mutex_unlock(&d->lock);
+	/* An error after some entries: give those; the next call sees it. */
+	if (err < 0 && !used)
+		fuse.reply_err(req, (int)-err);
+	else
+		fuse.reply_buf(req, out, used);
+}
+
+static void op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, 0);
+}
+
+static void op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
+			   off_t off, struct fuse_file_info *fi)
+{
+	readdir_common(req, ino, size, off, fi, 1);
+}
+
+static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
+			  struct fuse_file_info *fi)
+{
+	struct dir *d = (struct dir *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	SYS(SYS_close, d->fd);
+	pthread_mutex_destroy(&d->lock);
+	free(d);
+	fuse.reply_err(req, 0);
+}
+
+static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
+			struct fuse_file_info *fi)
+{
+	struct dir *d = (struct dir *)(uintptr_t)fi->fh;
+
+	(void)ino;
+	fuse.reply_err(req, (int)-SYS(datasync ? SYS_fdatasync : SYS_fsync,
+				       d->fd));
+}
+
+/* --- the rest ---------------------------------------------------------------- */
+
+static void op_statfs(fuse_req_t req, fuse_ino_t ino)
+{
+	struct scratch s = scratch();
+	struct statfs *f = s.stat;
+	struct statvfs v;
+	long ret = SYS(SYS_fstatfs, fd_of(ino), (long)f);
+
+	if (ret < 0) {
+		fuse.reply_err(req, (int)-ret);
+		return;
+	}
+	memset(&v, 0, sizeof(v));
+	v.f_bsize = f->f_bsize;
+	v.f_frsize = f->f_frsize ? f->f_frsize : f->f_bsize;
+	v.f_blocks = f->f_blocks;
+	v.f_bfree = f->f_bfree;
+	v.f_bavail = f->f_bavail;
+	v.f_files = f->f_files;
+	v.f_ffree = f->f_ffree;
+	v.f_favail = f->f_ffree;
+	v.f_namemax = f->f_namelen;
+	fuse.reply_statfs(req, &v);
+}
+
+/*
+ * Extended attributes through the kernel's procfs name for the inode.  Not
+ * a symlink's: an O_PATH fd of one gives no name that reaches it without
+ * following it (passthrough_ll refuses them too).
+ */
+static long xattr_call(long nr, fuse_ino_t ino, struct scratch *s, long a,
+		       long b, long c, long d)
+{
+	struct stat st;
+	int fd = fd_of(ino);
+
+	if (stat_at(fd, "", &st) >= 0 && S_ISLNK(st.st_mode))
+		return -EOPNOTSUPP;
+	return SYS(nr, fdpath(s->path[0], fd), a, b, c, d);
+}
+
+static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			const char *value, size_t size, int flags)
+{
+	struct scratch s = scratch();
+
+	if (size > MAX_IO) {
+		fuse.reply_err(req, E2BIG);
+		return;
+	}
+	memcpy(s.data, value, size);
+	fuse.reply_err(req, (int)-xattr_call(SYS_setxattr, ino,
+					      &s, wpath(s.path[1], name),
+					      (long)s.data, size, flags));
+}
+
+/* A size of 0 asks how big the value (or the list) is. */
+static void reply_xattr_result(fuse_req_t req, long n, size_t size,
+			       const char *data)
+{
+	if (n < 0)
+		fuse.reply_err(req, (int)-n);
+	else if (!size)
+		fuse.reply_xattr(req, n);
+	else
+		fuse.reply_buf(req, data, n);
+}
+
+static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
+			size_t size)
+{
+	struct scratch s = scratch();
+	long n;
+
+	if (size > MAX_IO)
+		size = MAX_IO;
+	n = xattr_call(SYS_getxattr, ino, &s,
+		       wpath(s.path[1], name), (long)s.data, size, 0);
+	reply_xattr_result(req, n, size, s.data);
+}
+
+static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+{
+	struct scratch s = scratch();
+	long n;
+
+	if (size > MAX_IO)
+		size = MAX_IO;
+	n = xattr_call(SYS_listxattr, ino, &s, (long)s.data,
+		       size, 0, 0);
+	reply_xattr_result(req, n, size, s.data);
+}
+
+static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+{
+	struct scratch s = scratch();
+
+	fuse.reply_err(req, (int)-xattr_call(SYS_removexattr, ino, &s, wpath(s.path[1], name),
+					      0, 0, 0));
+}
+
+static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
+			 off_t offset, off_t length, struct fuse_file_info *fi)
+{
+	(void)ino;
+	fuse.reply_err(req, (int)-SYS(SYS_fallocate, fi->fh, mode, offset,
+				       length));
+}
+
+static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
+		     struct fuse_file_info *fi)
+{
+	long ret = SYS(SYS_lseek, fi->fh, off, whence);
+
+	(void)ino;
+	if (ret < 0)
+		fuse.reply_err(req, (int)-ret);
+	else
+		fuse.reply_lseek(req, ret);
+}
+
+static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
+			       off_t off_in, struct fuse_file_info *fi_in,
+			       fuse_ino_t ino_out, off_t off_out,
+			       struct fuse_file_info *fi_out, size_t len,
+			       int flags)
+{
+	struct scratch s = scratch();
+	int64_t *offs = s.stat;
+	long n;
+
+	(void)ino_in;
+	(void)ino_out;
+	offs[0] = off_in;
+	offs[1] = off_out;
+	n = SYS(SYS_copy_file_range, fi_in->fh, (long)&offs[0], fi_out->fh,
+		(long)&offs[1], len, flags);
+	if (n < 0)
+		fuse.reply_err(req, (int)-n);
+	else
+		fuse.reply_write(req, n);
+}
+
+static const struct fuse_lowlevel_ops ops = {
+	.init = op_init,
+	.lookup = op_lookup,
+	.forget = op_forget,
+	.forget_multi = op_forget_multi,
+	.getattr = op_getattr,
+	.setattr = op_setattr,
+	.readlink = op_readlink,
+	.mknod = op_mknod,
+	.mkdir = op_mkdir,
+	.symlink = op_symlink,
+	.link = op_link,
+	.unlink = op_unlink,
+	.rmdir = op_rmdir,
+	.rename = op_rename,
+	.open = op_open,
+	.create = op_create,
+	.read = op_read,
+	.write = op_write,
+	.flush = op_flush,
+	.release = op_release,
+	.fsync = op_fsync,
+	.opendir = op_opendir,
+	.readdir = op_readdir,
+	.readdirplus = op_readdirplus,
+	.releasedir = op_releasedir,
+	.fsyncdir = op_fsyncdir,
+	.statfs = op_statfs,
+	.setxattr = op_setxattr,
+	.getxattr = op_getxattr,
+	.listxattr = op_listxattr,
+	.removexattr = op_removexattr,
+	.fallocate = op_fallocate,
+	.lseek = op_lseek,
+	.copy_file_range = op_copy_file_range,
+};
+
+/* --- setting up ---------------------------------------------------------------- */
+
+__attribute__((format(printf, 1, 2), noreturn))
+static void die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("lklfuse: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	if (k)
+		lkl_um_close(k, 10000);
+	exit(2);
+}
+
+static long kmount(const char *src, const char *dir, const char *type,
+		   unsigned long flags, const char *data)
+{
+	struct scratch s = scratch();
+
+	SYS(SYS_mkdir, wpath(s.path[0], dir), 0755);
+	return SYS(SYS_mount, wpath(s.path[0], src), wpath(s.path[1], dir),
+		   wpath(s.path[2], type), flags,
+		   data ? (long)strcpy(s.data, data) : 0);
+}
+
+/* The first entry of kernel directory @dir starting with @prefix. */
+static int first_entry(const char *dir, const char *prefix, char *name,
+		       size_t size)
+{
+	struct scratch s = scratch();
+	long fd = SYS(SYS_open, wpath(s.path[0], dir), O_RDONLY | O_DIRECTORY);
+	long n, off;
+
+	if (fd < 0)
+		return (int)fd;
+	name[0] = 0;
+	while (!name[0] && (n = SYS(SYS_getdents64, fd, (long)s.data,
+				    MAX_IO)) > 0) {
+		for (off = 0; off < n && !name[0];) {
+			struct linux_dirent64 *d = (void *)(s.data + off);
+
+			if (!strncmp(d->d_name, prefix, strlen(prefix)))
+				snprintf(name, size, "%.63s", d->d_name);
+			off += d->d_reclen;
+		}
+	}
+	SYS(SYS_close, fd);
+	return name[0] ? 0 : -ENOENT;
+}
+
+static void mount_image(void)
+{
+	struct lkl_um_disk disk = { .readonly = o.readonly };
+	char path[256], virtio[64], block[64];
+	long ret;
+	int id;
+
+	if (kmount("devtmpfs", "/dev", "devtmpfs", 0, NULL) < 0 ||
+	    kmount("sysfs", "/sys", "sysfs", 0, NULL) < 0 ||
+	    kmount("proc", "/proc", "proc", 0, NULL) < 0)
+		die("cannot mount the kernel's own filesystems");
+	SYS(SYS_umask, 0);
+
+	disk.fd = open(o.image, o.readonly ? O_RDONLY : O_RDWR);
+	if (disk.fd < 0)
+		die("%s: %s", o.image, strerror(errno));
+	id = lkl_um_add_disk(k, &disk);
+	close(disk.fd);
+	if (id < 0)
+		die("%s: %s", o.image, lkl_um_last_error());
+
+	snprintf(path, sizeof(path), "/sys/bus/platform/devices/virtio-mmio.%d",
+		 id);
+	if (first_entry(path, "virtio", virtio, sizeof(virtio)) < 0)
+		die("%s: the kernel made no device for it", o.image);
+	snprintf(path + strlen(path), sizeof(path) - strlen(path), "/%s/block",
+		 virtio);
+	if (first_entry(path, "vd", block, sizeof(block)) < 0)
+		die("%s: the kernel made no block device for it", o.image);
+	if (o.partition)
+		snprintf(path, sizeof(path), "/dev/%s%d", block, o.partition);
+	else
+		snprintf(path, sizeof(path), "/dev/%s", block);
+
+	ret = kmount(path, ROOT, o.type, o.readonly ? MS_RDONLY : 0, o.opts);
+	if (ret < 0)
+		die("%s: cannot mount as %s: %s", o.image, o.type,
+		    strerror((int)-ret));
+}
+
+static void parse(int argc, char **argv)
+{
+	static const struct {
+		const char *name;
+		const char **text;
+		int *number;
+		long *lnumber;
+		int *flag;	/* takes no value */
+	} args[] = {
+		{ "--readonly", .flag = &o.readonly },
+		{ "--writeback-cache", .flag = &o.writeback },
+		{ "--debug", .flag = &o.debug },
+		{ "--daemon", .flag = &o.daemon },
+		{ "--image", .text = &o.image },
+		{ "--type", .text = &o.type },
+		{ "--opts", .text = &o.opts },
+		{ "--fuse-opts", .text = &o.fuse_opts },
+		{ "--partition", .number = &o.partition },
+		{ "--mb", .number = &o.mb },
+		{ "--ready-fd", .number = &o.ready_fd },
+		{ "--lock-fd", .number = &o.lock_fd },
+		{ "--uid", .lnumber = &o.uid },
+		{ "--gid", .lnumber = &o.gid },
+	};
+	int i;
+	unsigned int j;
+
+	for (i = 1; i < argc; i++) {
+		for (j = 0; j < sizeof(args) / sizeof(args[0]); j++) {
+			if (strcmp(argv[i], args[j].name))
+				continue;
+			if (args[j].flag) {
+				*args[j].flag = 1;
+				break;
+			}
+			if (i + 1 == argc)
+				continue;
+			i++;
+			if (args[j].text)
+				*args[j].text = argv[i];
+			else if (args[j].number)
+				*args[j].number = atoi(argv[i]);
+			else
+				*args[j].lnumber = atol(argv[i]);
+			break;
+		}
+		if (j == sizeof(args) / sizeof(args[0])) {
+			if (argv[i][0] == '-' || o.mountpoint)
+				die("usage: lklfuse-server --image FILE --type "
+				    "TYPE [options] MOUNTPOINT (see lklfuse "
+				    "--help)");
+			o.mountpoint = argv[i];
+		}
+	}
+	if (!o.image || !o.type || !o.mountpoint)
+		die("--image, --type and a mountpoint are needed");
+}
+
+/*
+ * The lklfuse command took the image's lock= file and hands us its fd.  The
+ * kernel process inherits it too, out of the way of the fds it is given:
+ * the lock is held until the last writer of the image has exited, even if
+ * we are killed.
+ */
+static void keep_lock(void)
+{
+	if (o.lock_fd < 0)
+		return;
+	if (fcntl(o.lock_fd, F_DUPFD, 64) < 0)
+		die("the lock's fd: %s", strerror(errno));
+	close(o.lock_fd);
+}
+
+/*
+ * As a daemon, once mounted: nobody reads our stdio any more (a pipe held
+ * open would keep `$(lklfuse ...)` waiting), so it goes to /dev/null.
+ */
+static void let_go_of_terminal(void)
+{
+	int null = open("/dev/null", O_RDWR);
+
+	if (null < 0)
+		return;
+	dup2(null, 0);
+	dup2(null, 1);
+	dup2(null, 2);
+	if (null > 2)
+		close(null);
+}
+
+int main(int argc, char **argv)
+{
+	struct lkl_um_options opts;
+	struct fuse_session *se;
+	char why[512], fsname[PATH_MAX + 16], fuse_o[PATH_MAX + 256];
+	char *fargv[8];
+	struct fuse_args fargs;
+	int fargc = 0, ret;
+
+	parse(argc, argv);
+	if (fuse_api_load(&fuse, why, sizeof(why)))
+		die("%s", why);
+	keep_lock();
+	if (o.ready_fd >= 0)
+		fcntl(o.ready_fd, F_SETFD, FD_CLOEXEC);
+	pthread_key_create(&scratch_key, free_scratch);
+
+	lkl_um_options_init(&opts);
+	opts.memory = (uint64_t)o.mb << 20;
+	if (lkl_um_start(&opts, &k))
+		die("%s", lkl_um_last_error());
+	mount_image();
+	root.fd = (int)SYS(SYS_open, wpath(scratch().path[0], ROOT),
+			   O_PATH | O_DIRECTORY | O_CLOEXEC);
+	root.nlookup = 2;
+
+	/* The mount: named after the image, cleaned up if we are killed. */
+	snprintf(fsname, sizeof(fsname), "%s", o.image);
+	for (char *c = fsname; *c; c++)
+		if (*c == ',')
+			*c = '_';
+	snprintf(fuse_o, sizeof(fuse_o),
+		 "fsname=%s,subtype=lklfuse,auto_unmount,max_read=%d%s%s%s", fsname, MAX_IO,
+		 o.readonly ? ",ro" : "", o.fuse_opts ? "," : "",
+		 o.fuse_opts ? o.fuse_opts : "");
+	fargv[fargc++] = "lklfuse";
+	fargv[fargc++] = "-o";
+	fargv[fargc++] = fuse_o;
+	if (o.debug)
+		fargv[fargc++] = "-d";
+	fargv[fargc] = NULL;
+	fargs = (struct fuse_args){ .argc = fargc, .argv = fargv };
+
+	se = fuse.session_new(&fargs, &ops, sizeof(ops), NULL);
+	if (!se)
+		die("cannot start a FUSE session (options: %s)", fuse_o);
+	if (fuse.set_signal_handlers(se))
+		die("cannot set signal handlers");
+	if (fuse.session_mount(se, o.mountpoint))
+		die("cannot mount on %s", o.mountpoint);
+
+	/* Ready: the lklfuse command may let go of us now. */
+	if (o.ready_fd >= 0) {
+		if (write(o.ready_fd, "", 1) < 0)
+			die("cannot tell lklfuse that we are ready");
+		close(o.ready_fd);
+	}
+	if (o.daemon)
+		let_go_of_terminal();
+
+	ret = fuse.session_loop_mt(se, 0);
+	/* Stopped by a signal libfuse handles: an unmount asked for. */
+	if (ret == SIGINT || ret == SIGTERM || ret == SIGHUP)
+		ret = 0;
+
+	/* Unmounted (or a signal): everything synced, the image clean. */
+	fuse.session_unmount(se);
+	fuse.remove_signal_handlers(se);
+	fuse.session_destroy(se);
+	if (lkl_um_halt(k, 60000) != 0)
+		ret = 1;
+	lkl_um_close(k, 1000);
+	return ret ? 1 : 0;
+}

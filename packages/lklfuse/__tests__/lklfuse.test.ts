@@ -1,0 +1,434 @@
+// lklfuse, run as the command it is, with real programs working in the
+// mount: cp -a, tar, find, diff, git, flock.  After each unmount the image
+// is checked by its fsck and read by the host's own means.
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { join } from 'node:path';
+import { host } from '../../core/src';
+import { filesystem, isRoot, run, tempDir } from '../../core/__tests__/helpers/images';
+import { makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
+
+jest.setTimeout(300_000);
+
+const lklfuse = join(__dirname, '../bin/lklfuse.js');
+const NOBODY = 65534;
+
+function cli(args: string[], opts: { as?: number } = {}) {
+  const argv = [lklfuse, ...args];
+  const r =
+    opts.as === undefined
+      ? spawnSync(process.execPath, argv, { encoding: 'utf8' })
+      : spawnSync('setpriv', [`--reuid=${opts.as}`, `--regid=${opts.as}`, '--clear-groups', process.execPath, ...argv], {
+          encoding: 'utf8',
+        });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+const mounted = (dir: string) => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
+
+/* Waits, with flock(1), until the lock= file is free: the kernel process has exited. */
+function waitUnlocked(lock: string, seconds = 30): void {
+  run('flock', ['-w', String(seconds), lock, 'true']);
+}
+
+/* Mounts with a lock file, so that unmount() can wait for the image to be closed. */
+function mountImage(image: string, mnt: string, options = ''): { lock: string; unmount(): void } {
+  const lock = `${image}.lock`;
+  const r = cli(['-o', `lock=${lock}${options ? `,${options}` : ''}`, image, mnt]);
+  if (r.status !== 0) throw new Error(`lklfuse failed (${r.status}): ${r.stderr}`);
+  expect(mounted(mnt)).toBe(true);
+  return {
+    lock,
+    unmount() {
+      run('fusermount3', ['-u', mnt]);
+      waitUnlocked(lock);
+    },
+  };
+}
+
+let work: string;
+let tree: string;
+let plain: string;
+
+beforeAll(() => {
+  if (!isRoot()) throw new Error('these tests make device nodes and loop mounts: run them as root');
+  work = tempDir();
+  fs.chmodSync(work, 0o755);
+  tree = makeTree(work);
+  // What every filesystem keeps, vfat included: directories and files.
+  plain = join(work, 'plain');
+  fs.cpSync(join(__dirname, '../../core/src'), plain, { recursive: true });
+});
+
+afterAll(() => {
+  for (const l of fs.readFileSync('/proc/self/mounts', 'utf8').split('\n')) {
+    const dir = l.split(' ')[1];
+    if (dir?.startsWith(work)) spawnSync('fusermount3', ['-u', dir]);
+  }
+  fs.rmSync(work, { recursive: true, force: true });
+});
+
+function freshImage(type: string, name = type): string {
+  const image = join(work, `${name}.img`);
+  fs.rmSync(image, { force: true });
+  filesystem(type).make(image);
+  return image;
+}
+
+function mountpoint(name: string): string {
+  const dir = join(work, `mnt-${name}`);
+  fs.mkdirSync(dir, { recursive: true });
+  return dir;
+}
+
+/* Real programs in the mount; what they leave behind is compared after unmount. */
+describe.each(['ext4', 'btrfs', 'xfs', 'vfat'])('%s', (type) => {
+  const unix = type !== 'vfat';
+
+  test('cp -a, tar, find, diff -r and git in the mount; fsck clean; the host sees the same', () => {
+    const image = freshImage(type);
+    const mnt = mountpoint(type);
+    const m = mountImage(image, mnt);
+    try {
+      // cp -a in, and back out.
+      run('cp', ['-a', plain, `${mnt}/plain`]);
+      run('diff', ['-r', plain, `${mnt}/plain`]);
+      if (unix) {
+        run('cp', ['-a', tree, `${mnt}/tree`]);
+        expect(survey(join(mnt, 'tree'))).toEqual(survey(tree));
+        const out = join(work, `out-${type}`);
+        run('cp', ['-a', `${mnt}/tree`, out]);
+        expect(survey(out)).toEqual(survey(tree));
+        fs.rmSync(out, { recursive: true });
+      }
+
+      // tar: an archive of the host's files matches the mount (tar -d;
+      // vfat keeps neither modes nor odd seconds), and extracts into it.
+      const archive = join(work, `${type}.tar`);
+      run('tar', ['-cf', archive, '-C', work, 'plain']);
+      if (unix) run('tar', ['-d', '-f', archive, '-C', mnt]);
+      run('tar', ['-xf', archive, '-C', mnt, '--transform', 's/^plain/untarred/']);
+      run('diff', ['-r', plain, `${mnt}/untarred`]);
+
+      // find sees every entry, as on the host.
+      const names = (root: string) => spawnSync('find', ['.'], { cwd: root, encoding: 'utf8' }).stdout.split('\n').sort();
+      expect(names(join(mnt, 'plain'))).toEqual(names(plain));
+
+      // git: init, add, commit, fsck.
+      if (unix) {
+        const repo = join(mnt, 'repo');
+        const git = (...a: string[]) => run('git', ['-C', repo, '-c', 'user.name=t', '-c', 'user.email=t@example.org', ...a]);
+        run('git', ['init', '-q', repo]);
+        fs.cpSync(plain, join(repo, 'src'), { recursive: true });
+        git('add', '.');
+        git('commit', '-qm', 'first');
+        fs.appendFileSync(join(repo, 'src/index.ts'), '// more\n');
+        git('commit', '-qam', 'second');
+        expect(git('log', '--format=%s').trim().split('\n')).toEqual(['second', 'first']);
+        git('fsck', '--strict');
+      }
+    } finally {
+      m.unmount();
+    }
+    expect(mounted(mnt)).toBe(false);
+
+    // fsck clean, and the host's own reading matches.
+    filesystem(type).fsck!(image);
+    const seen = join(work, `seen-${type}`);
+    fs.mkdirSync(seen);
+    if (unix) {
+      withLoop(image, (dir) => {
+        expect(survey(join(dir, 'tree'))).toEqual(survey(tree));
+        run('diff', ['-r', plain, join(dir, 'plain')]);
+        run('diff', ['-r', plain, join(dir, 'untarred')]);
+      });
+    } else {
+      filesystem(type).extract!(image, seen);
+      run('diff', ['-r', plain, join(seen, 'plain')]);
+      run('diff', ['-r', plain, join(seen, 'untarred')]);
+    }
+    fs.rmSync(seen, { recursive: true });
+  });
+
+  test('concurrent readers and writers', async () => {
+    const image = freshImage(type);
+    const mnt = mountpoint(type);
+    const m = mountImage(image, mnt);
+    try {
+      // Eight writers of 1 MiB each, then sixteen readers while eight more write.
+      const write = (name: string) =>
+        exec('sh', ['-c', `head -c 1048576 /dev/urandom > ${name}.host && cp ${name}.host ${mnt}/${name}`], work);
+      await Promise.all([...Array(8).keys()].map((i) => write(`a${i}`)));
+      const reads = [...Array(16).keys()].map((i) => exec('cmp', [`${mnt}/a${i % 8}`, `a${i % 8}.host`], work));
+      const writes = [...Array(8).keys()].map((i) => write(`b${i}`));
+      await Promise.all([...reads, ...writes]);
+      for (let i = 0; i < 8; i++) run('cmp', [join(mnt, `b${i}`), join(work, `b${i}.host`)]);
+    } finally {
+      m.unmount();
+    }
+    filesystem(type).fsck!(image);
+    for (const f of fs.readdirSync(work).filter((n) => n.endsWith('.host'))) fs.unlinkSync(join(work, f));
+  });
+});
+
+function exec(cmd: string, args: string[], cwd: string): Promise<void> {
+  return new Promise((done, failed) => {
+    const p = spawn(cmd, args, { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    p.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    p.on('exit', (code) => (code === 0 ? done() : failed(new Error(`${cmd} ${args.join(' ')}: ${code} ${err}`))));
+  });
+}
+
+describe('every operation, on ext4', () => {
+  let image: string;
+  let mnt: string;
+  let m: { unmount(): void };
+
+  beforeAll(() => {
+    image = freshImage('ext4', 'ops');
+    mnt = mountpoint('ops');
+    m = mountImage(image, mnt);
+  });
+
+  afterAll(() => {
+    m.unmount();
+    filesystem('ext4').fsck!(image);
+  });
+
+  test('chmod, chown, truncate and times to the nanosecond', () => {
+    const f = join(mnt, 'attrs');
+    fs.writeFileSync(f, 'hello world');
+    fs.chmodSync(f, 0o4751);
+    fs.chownSync(f, 1234, 5678);
+    fs.truncateSync(f, 5);
+    host.utimens(f, 1_234_567_890_123_456_789n, 987_654_321_987_654_321n);
+    const st = fs.statSync(f, { bigint: true });
+    expect(Number(st.mode) & 0o7777).toBe(0o751); // chown drops setuid, as on any Linux filesystem
+    expect([st.uid, st.gid]).toEqual([1234n, 5678n]);
+    expect(fs.readFileSync(f, 'utf8')).toBe('hello');
+    expect(st.atimeNs).toBe(1_234_567_890_123_456_789n);
+    expect(st.mtimeNs).toBe(987_654_321_987_654_321n);
+  });
+
+  test('links, symlinks, mknod, rename with RENAME_NOREPLACE and RENAME_EXCHANGE', () => {
+    fs.writeFileSync(join(mnt, 'one'), '1');
+    fs.writeFileSync(join(mnt, 'two'), '2');
+    fs.linkSync(join(mnt, 'one'), join(mnt, 'one-again'));
+    expect(fs.statSync(join(mnt, 'one')).nlink).toBe(2);
+    fs.symlinkSync('one', join(mnt, 'to-one'));
+    expect(fs.readlinkSync(join(mnt, 'to-one'))).toBe('one');
+    host.mknod(join(mnt, 'null'), fs.constants.S_IFCHR | 0o666, (1 << 8) | 3);
+    expect(fs.statSync(join(mnt, 'null')).rdev).toBe((1 << 8) | 3);
+    run('mkfifo', [join(mnt, 'fifo')]);
+    expect(fs.statSync(join(mnt, 'fifo')).isFIFO()).toBe(true);
+
+    // renameat2 through python's ctypes: 1 is RENAME_NOREPLACE, 2 RENAME_EXCHANGE.
+    const renameat2 = (a: string, b: string, flags: number) =>
+      run('python3', ['-c', `import ctypes,os,sys
+libc = ctypes.CDLL(None, use_errno=True)
+r = libc.renameat2(-100, sys.argv[1].encode(), -100, sys.argv[2].encode(), ${flags})
+print(0 if r == 0 else os.strerror(ctypes.get_errno()))`, a, b]).trim();
+    expect(renameat2(join(mnt, 'one'), join(mnt, 'two'), 1)).toBe('File exists');
+    expect(renameat2(join(mnt, 'one'), join(mnt, 'two'), 2)).toBe('0');
+    expect(fs.readFileSync(join(mnt, 'one'), 'utf8')).toBe('2');
+    expect(fs.readFileSync(join(mnt, 'two'), 'utf8')).toBe('1');
+    fs.renameSync(join(mnt, 'two'), join(mnt, 'three'));
+    expect(fs.existsSync(join(mnt, 'two'))).toBe(false);
+    fs.rmSync(join(mnt, 'three'));
+  });
+
+  test('extended attributes', () => {
+    const f = join(mnt, 'x');
+    fs.writeFileSync(f, '');
+    host.setxattr(f, 'user.colour', Buffer.from('blue'));
+    host.setxattr(f, 'trusted.secret', Buffer.from('s'));
+    expect(host.listxattr(f).sort()).toEqual(['trusted.secret', 'user.colour']);
+    expect(host.getxattr(f, 'user.colour').toString()).toBe('blue');
+    run('python3', ['-c', 'import os,sys; os.removexattr(sys.argv[1], "user.colour")', f]);
+    expect(() => host.getxattr(f, 'user.colour')).toThrow(/ENODATA/);
+  });
+
+  test('fallocate, holes with SEEK_DATA and SEEK_HOLE, copy_file_range', () => {
+    const f = join(mnt, 'sparse');
+    const fd = fs.openSync(f, 'w+');
+    fs.writeSync(fd, Buffer.alloc(4096, 7), 0, 4096, 1 << 20);
+    expect(host.seek(fd, 0, 3 /* SEEK_DATA */)).toBe(1 << 20);
+    expect(host.seek(fd, 1 << 20, 4 /* SEEK_HOLE */)).toBe((1 << 20) + 4096);
+    fs.closeSync(fd);
+    run('fallocate', ['-o', String(4 << 20), '-l', String(1 << 20), f]);
+    expect(fs.statSync(f).size).toBe(5 << 20);
+    run('fallocate', ['-p', '-o', String(1 << 20), '-l', '4096', f]);
+    expect(fs.readFileSync(f).subarray(1 << 20, (1 << 20) + 4096).every((b) => b === 0)).toBe(true);
+
+    fs.writeFileSync(join(mnt, 'source'), Buffer.alloc(3 << 20, 9));
+    run('python3', ['-c', `import os,sys
+s = os.open(sys.argv[1], os.O_RDONLY); d = os.open(sys.argv[2], os.O_WRONLY | os.O_CREAT, 0o644)
+n = 0
+while n < 3 << 20: n += os.copy_file_range(s, d, (3 << 20) - n)`, join(mnt, 'source'), join(mnt, 'copy')]);
+    expect(fs.readFileSync(join(mnt, 'copy')).equals(fs.readFileSync(join(mnt, 'source')))).toBe(true);
+  });
+
+  test('statfs shows the image\'s filesystem', () => {
+    const mine = fs.statfsSync(mnt);
+    const size = fs.statSync(image).size;
+    expect(mine.bsize * mine.blocks).toBeLessThanOrEqual(size);
+    expect(mine.bsize * mine.blocks).toBeGreaterThan(size * 0.8);
+    expect(mine.files).toBeGreaterThan(1000);
+  });
+
+  test('flock and POSIX locks between programs', () => {
+    const f = join(mnt, 'locked');
+    fs.writeFileSync(f, '');
+    // One program holds the lock; another is refused, then gets it once it is let go.
+    const holder = spawn('flock', ['-x', f, 'sleep', '3'], { stdio: 'ignore' });
+    spawnSync('sleep', ['0.5']);
+    expect(spawnSync('flock', ['-n', f, 'true']).status).toBe(1);
+    expect(spawnSync('flock', ['-w', '10', f, 'true']).status).toBe(0);
+    holder.kill();
+
+    const posix = `import fcntl,sys,time
+f = open(sys.argv[1], 'r+')
+try:
+    fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+except OSError:
+    print('refused'); sys.exit(0)
+print('held', flush=True); time.sleep(float(sys.argv[2]))`;
+    const posixHolder = spawn('python3', ['-c', posix, f, '3'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    return new Promise<void>((done) =>
+      posixHolder.stdout.once('data', () => {
+        expect(run('python3', ['-c', posix, f, '0']).trim()).toBe('refused');
+        posixHolder.kill();
+        done();
+      }),
+    );
+  });
+});
+
+describe('as an ordinary user', () => {
+  test('a read-only image file mounts with -o ro; writes get EROFS; without ro it is refused', () => {
+    const image = freshImage('ext4', 'user-ro');
+    const mnt = mountpoint('user-ro');
+    fs.chownSync(mnt, NOBODY, NOBODY);
+    fs.chownSync(image, NOBODY, NOBODY);
+    fs.chmodSync(image, 0o444);
+
+    const refused = cli([image, mnt], { as: NOBODY });
+    expect(refused.status).toBe(2);
+    expect(refused.stderr).toMatch(/user-ro\.img: the image is read-only here \(EROFS\): mount it with -o ro/);
+    expect(mounted(mnt)).toBe(false);
+
+    const r = cli(['-o', 'ro', image, mnt], { as: NOBODY });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    try {
+      const as = (cmd: string) =>
+        spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'sh', '-c', cmd], { encoding: 'utf8' });
+      expect(as(`ls ${mnt}`).stdout.trim()).toBe('lost+found');
+      const write = as(`touch ${mnt}/new`);
+      expect(write.status).not.toBe(0);
+      expect(write.stderr).toMatch(/Read-only file system/);
+    } finally {
+      const u = spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'fusermount3', '-u', mnt], {
+        encoding: 'utf8',
+      });
+      expect(u.stderr).toBe('');
+    }
+    expect(mounted(mnt)).toBe(false);
+  });
+
+  test('files a user creates are theirs in the image', () => {
+    const image = freshImage('ext4', 'user-rw');
+    const mnt = mountpoint('user-rw');
+    fs.chownSync(mnt, NOBODY, NOBODY);
+    fs.chownSync(image, NOBODY, NOBODY);
+    const lock = join(work, 'user-rw.lock');
+    fs.writeFileSync(lock, '');
+    fs.chownSync(lock, NOBODY, NOBODY);
+    expect(cli(['-o', `lock=${lock}`, image, mnt], { as: NOBODY }).status).toBe(0);
+    const as = (cmd: string) => execFileSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'sh', '-c', cmd]);
+    as(`mkdir ${mnt}/mine && echo hi > ${mnt}/mine/file`);
+    as(`fusermount3 -u ${mnt}`);
+    waitUnlocked(lock);
+    filesystem('ext4').fsck!(image);
+    withLoop(image, (dir) => {
+      const st = fs.statSync(join(dir, 'mine/file'));
+      expect([st.uid, st.gid]).toEqual([NOBODY, NOBODY]);
+      expect(fs.readFileSync(join(dir, 'mine/file'), 'utf8')).toBe('hi\n');
+    });
+  });
+});
+
+describe('starting and stopping', () => {
+  test('lock= refuses a second lklfuse with exit 2', () => {
+    const image = freshImage('ext4', 'locked');
+    const a = mountpoint('locked-a');
+    const b = mountpoint('locked-b');
+    const m = mountImage(image, a);
+    const r = cli(['-o', `lock=${m.lock}`, image, b]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toContain(`${m.lock} is locked: another lklfuse serves this image`);
+    expect(mounted(b)).toBe(false);
+    m.unmount();
+  });
+
+  test('bad input: a clear message naming the path, exit 2', () => {
+    const mnt = mountpoint('bad');
+    const missing = cli([join(work, 'missing.img'), mnt]);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(/missing\.img: no such file \(ENOENT\)/);
+
+    const junk = join(work, 'junk.img');
+    fs.writeFileSync(junk, Buffer.alloc(1 << 20, 0x5a));
+    const r = cli([junk, mnt]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/junk\.img: no filesystem the kernel knows/);
+    expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+
+    const wrongType = cli(['-o', 'type=xfs', freshImage('ext4', 'wrong-type'), mnt]);
+    expect(wrongType.status).toBe(2);
+    expect(wrongType.stderr).toMatch(/EINVAL.*as xfs.*the kernel said: XFS/);
+
+    const noDir = cli([junk, join(work, 'no-such-dir')]);
+    expect(noDir.status).toBe(2);
+    expect(noDir.stderr).toMatch(/no-such-dir: no such directory/);
+    expect(mounted(mnt)).toBe(false);
+  });
+
+  test('SIGTERM to a foreground lklfuse while a program writes: unmounted, synced, clean', async () => {
+    const image = freshImage('ext4', 'sigterm');
+    const mnt = mountpoint('sigterm');
+    const lock = `${image}.lock`;
+    const fg = spawn(process.execPath, [lklfuse, '-f', '-o', `lock=${lock}`, image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+    await new Promise<void>((ready) => fg.stderr.once('data', () => ready())); // "... on MOUNTPOINT"
+    expect(mounted(mnt)).toBe(true);
+    fs.writeFileSync(join(mnt, 'before'), 'written before');
+    // Small synchronous writes: still writing when the signal comes.
+    const writer = spawn('dd', ['if=/dev/zero', `of=${mnt}/big`, 'bs=64k', 'count=100000', 'oflag=dsync'], { stdio: 'ignore' });
+    const written = new Promise((done) => writer.once('exit', done));
+    await new Promise((r) => setTimeout(r, 300));
+    fg.kill('SIGTERM');
+    const status = await new Promise<number | null>((done) => fg.once('exit', done));
+    expect(status).toBe(0);
+    await written;
+    waitUnlocked(lock);
+    expect(mounted(mnt)).toBe(false);
+    filesystem('ext4').fsck!(image);
+    withLoop(image, (dir) => expect(fs.readFileSync(join(dir, 'before'), 'utf8')).toBe('written before'));
+  });
+
+  test('SIGKILL of the server: the kernel syncs and exits, the mount point is released', () => {
+    const image = freshImage('ext4', 'sigkill');
+    const mnt = mountpoint('sigkill');
+    const m = mountImage(image, mnt);
+    run('dd', ['if=/dev/urandom', `of=${mnt}/data`, 'bs=1M', 'count=16']);
+    const sum = run('sha256sum', [join(mnt, 'data')]).split(' ')[0];
+    const server = run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim();
+    process.kill(Number(server), 'SIGKILL');
+    waitUnlocked(m.lock, 10);
+    for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
+    expect(mounted(mnt)).toBe(false);
+    filesystem('ext4').fsck!(image);
+    withLoop(image, (dir) => expect(run('sha256sum', [join(dir, 'data')]).split(' ')[0]).toBe(sum));
+  });
+});

@@ -1,0 +1,144 @@
+// lklfuse: mount a filesystem image with FUSE, as an ordinary user, with the
+// kernel's own driver.  Options in the spelling of LKL's lklfuse and of
+// other FUSE filesystems: lklfuse IMAGE MOUNTPOINT -o type=ext4,ro.
+import { Command } from 'commander';
+import { EXIT_FATAL, EXIT_OK, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { mount, MountOptions } from './mount';
+
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+const { version } = require('../package.json') as { version: string };
+
+function program(): Command {
+  return new Command('lklfuse')
+    .description('Mount a filesystem image with FUSE; the Linux kernel\'s own driver serves it. No root needed.')
+    .usage('[options] IMAGE MOUNTPOINT')
+    .argument('<image>', 'the image file')
+    .argument('<mountpoint>', 'an existing directory')
+    .option('-o <options>', 'mount options, comma-separated (repeatable); see below', (v: string, prev: string[]) => [...prev, v], [])
+    .option('-f, --foreground', 'stay in the foreground; Ctrl-C unmounts')
+    .option('-d, --debug', 'libfuse\'s debug output (implies -f)')
+    .option('-q, --quiet', 'say nothing but errors')
+    .version(versionText('lklfuse', version), '-V, --version')
+    .addHelpText(
+      'after',
+      `
+Mount options (-o):
+  type=TYPE            ext4, btrfs, xfs, vfat, exfat, f2fs, ntfs3, ... or auto (default)
+  part=N               the partition to mount (1 is the first)
+  ro / rw              read-only (the image is opened read-only) / read-write (default)
+  opts=OPTIONS         the filesystem's own options; escape commas as \\,
+  mb=N                 kernel memory in MiB (default 256)
+  lock=FILE            refuse (exit 2) when another lklfuse holds FILE
+  uid=N, gid=N         show every file as owned by N
+  allow_other          let other users in (user_allow_other in /etc/fuse.conf)
+  default_permissions  let the host kernel check the modes shown
+  writeback_cache      the host kernel batches writes
+  others               passed to FUSE as they are (noatime, nosuid, ...)
+
+Unmount with fusermount3 -u MOUNTPOINT (or umount as root): everything is
+synced and the image left clean. If lklfuse is killed, its kernel still syncs
+the image, and the mount point is released.
+
+Examples:
+  lklfuse disk.img /mnt/disk                       mount, in the background
+  lklfuse -o ro,part=2 disk.img /mnt/root          partition 2, read-only
+  lklfuse -o uid=$(id -u),gid=$(id -g) fat.img m   files shown as yours
+  lklfuse -f -o type=xfs,lock=/tmp/x.lock x.img m  foreground, locked
+
+Exit status: 0 mounted (with -f: unmounted cleanly), 2 usage or fatal error.`,
+    )
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+}
+
+/** Splits -o text on commas, except escaped ones (\,). */
+export function splitOptions(text: string): string[] {
+  const out: string[] = [];
+  let cur = '';
+  for (let i = 0; i < text.length; i++) {
+    if (text[i] === '\\' && i + 1 < text.length) cur += text[++i];
+    else if (text[i] === ',') {
+      out.push(cur);
+      cur = '';
+    } else cur += text[i];
+  }
+  out.push(cur);
+  return out.filter(Boolean);
+}
+
+function wholeNumber(name: string, value: string): number {
+  if (!/^\d+$/.test(value)) throw new Error(`-o ${name}=: not a number: ${value}`);
+  return Number(value);
+}
+
+/** -o options into MountOptions; anything not ours goes to FUSE. */
+export function parseMountOptions(list: string[]): Partial<MountOptions> {
+  const o: Partial<MountOptions> & { fuseOptions: string[] } = { fuseOptions: [] };
+  for (const item of list.flatMap(splitOptions)) {
+    const eq = item.indexOf('=');
+    const [name, value] = eq < 0 ? [item, ''] : [item.slice(0, eq), item.slice(eq + 1)];
+    switch (name) {
+      case 'type':
+        o.type = value;
+        break;
+      case 'part':
+        o.partition = wholeNumber(name, value);
+        break;
+      case 'ro':
+        o.readOnly = true;
+        break;
+      case 'rw':
+        o.readOnly = false;
+        break;
+      case 'opts':
+        o.options = value;
+        break;
+      case 'mb':
+        o.memoryMb = wholeNumber(name, value);
+        break;
+      case 'lock':
+        o.lock = value;
+        break;
+      case 'uid':
+        o.uid = wholeNumber(name, value);
+        break;
+      case 'gid':
+        o.gid = wholeNumber(name, value);
+        break;
+      case 'allow_other':
+        o.allowOther = true;
+        break;
+      case 'default_permissions':
+        o.defaultPermissions = true;
+        break;
+      case 'writeback_cache':
+        o.writebackCache = true;
+        break;
+      default:
+        o.fuseOptions.push(item);
+    }
+  }
+  return o;
+}
+
+async function main(argv: string[]): Promise<number> {
+  const cmd = program();
+  const stop = parseCommandLine(cmd, argv);
+  if (stop !== undefined) return stop;
+  const flags = cmd.opts<{ o: string[]; foreground?: boolean; debug?: boolean; quiet?: boolean }>();
+  const [image, mountpoint] = cmd.args;
+  const foreground = !!(flags.foreground || flags.debug);
+  const m = await mount({ ...parseMountOptions(flags.o), image, mountpoint, debug: flags.debug, detach: !foreground });
+  if (!foreground) return EXIT_OK;
+
+  // In the foreground until unmounted: a signal asks the server to unmount.
+  const unmountOnSignal = () => process.kill(m.pid, 'SIGTERM');
+  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, unmountOnSignal);
+  if (!flags.quiet) process.stderr.write(`lklfuse: ${image} (${m.type}) on ${m.mountpoint}; Ctrl-C unmounts\n`);
+  const status = await m.exited;
+  return status === 0 ? EXIT_OK : EXIT_FATAL;
+}
+
+export function cli(): void {
+  run('lklfuse', () => main(process.argv));
+}

@@ -1,0 +1,228 @@
+// Mounting an image with FUSE: the lklfuse server (native/fuse) serves the
+// requests with the kernel's driver on its own threads; this side checks the
+// request, takes the image's lock, finds the filesystem type, starts the
+// server and waits until the mount is ready.
+import { ChildProcess, execFile, spawn } from 'node:child_process';
+import { closeSync, existsSync, openSync, statSync } from 'node:fs';
+import { constants } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { host, locate, openImage } from '@lkl-um/core';
+
+export interface MountOptions {
+  /** The image file. */
+  image: string;
+  /** An existing directory to mount it on. */
+  mountpoint: string;
+  /** ext4, btrfs, xfs, vfat, ... or 'auto' (the default): found from the image. */
+  type?: string;
+  /** The partition to mount (1 is the first); 0 or none: the whole disk. */
+  partition?: number;
+  /** Open the image read-only and mount read-only. */
+  readOnly?: boolean;
+  /** The filesystem's own mount options, for the kernel (errors=remount-ro, ...). */
+  options?: string;
+  /** Kernel memory in MiB (default 256). */
+  memoryMb?: number;
+  /** A lock file: refuse to mount when another lklfuse holds it. */
+  lock?: string;
+  /** Show every file as owned by this uid / gid. */
+  uid?: number;
+  gid?: number;
+  /** Let other users in (needs user_allow_other in /etc/fuse.conf unless root). */
+  allowOther?: boolean;
+  /** Let the host kernel check permissions from the modes shown. */
+  defaultPermissions?: boolean;
+  /** The host kernel caches writes and sends them in large batches. */
+  writebackCache?: boolean;
+  /** Further FUSE mount options, passed as they are. */
+  fuseOptions?: string[];
+  /** libfuse's debug output on stderr. */
+  debug?: boolean;
+  /**
+   * Let the server outlive this process (a daemon): its output goes to
+   * /dev/null once mounted, and it stops when the image is unmounted.
+   */
+  detach?: boolean;
+}
+
+/** A mounted image. */
+export interface FuseMount {
+  readonly mountpoint: string;
+  /** The filesystem type it was mounted as. */
+  readonly type: string;
+  /** The server's pid. */
+  readonly pid: number;
+  /** The server's exit status once it has stopped: 0 clean. */
+  readonly exited: Promise<number>;
+  /** Unmounts (fusermount3 -u) and waits until the image is synced and closed. */
+  unmount(): Promise<number>;
+}
+
+/** Another lklfuse holds the lock= file. */
+export class LockHeld extends Error {
+  constructor(readonly lockFile: string) {
+    super(`${lockFile} is locked: another lklfuse serves this image`);
+  }
+}
+
+/** The server executable, beside the kernel process. */
+export function serverPath(): string {
+  const server = join(dirname(locate().kernel), 'lklfuse-server');
+  if (!existsSync(server)) {
+    throw new Error(
+      `${server} is missing: lklfuse was built without libfuse3's headers ` +
+        '(install libfuse3-dev, then npm run build:native)',
+    );
+  }
+  return server;
+}
+
+/**
+ * Mounts the image once in a kernel here: it finds the type for 'auto', and
+ * a mount that cannot work fails here, with the kernel's own words.
+ */
+async function probeType(o: MountOptions): Promise<string> {
+  const image = await openImage({
+    image: o.image,
+    type: o.type ?? 'auto',
+    partition: o.partition,
+    readOnly: o.readOnly,
+    options: o.options,
+    memoryMb: o.memoryMb,
+  }).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'EROFS' && !o.readOnly) e.message = `${o.image}: the image is read-only here (EROFS): mount it with -o ro`;
+    throw e;
+  });
+  try {
+    const mounts = await image.kernel.fs.readFile('/proc/self/mounts', 'utf8');
+    const line = mounts.split('\n').find((l) => l.split(' ')[1] === image.root);
+    if (!line) throw new Error(`${o.image}: mounted, but not found in /proc/mounts`);
+    return line.split(' ')[2];
+  } finally {
+    await image.close();
+  }
+}
+
+/** The server's command line. */
+function serverArgs(o: MountOptions, type: string, lockFd: number | undefined): string[] {
+  const args = ['--image', resolve(o.image), '--type', type, '--ready-fd', '3'];
+  if (o.partition) args.push('--partition', String(o.partition));
+  if (o.readOnly) args.push('--readonly');
+  if (o.options) args.push('--opts', o.options);
+  if (o.memoryMb) args.push('--mb', String(o.memoryMb));
+  if (lockFd !== undefined) args.push('--lock-fd', '4');
+  if (o.uid !== undefined) args.push('--uid', String(o.uid));
+  if (o.gid !== undefined) args.push('--gid', String(o.gid));
+  if (o.writebackCache) args.push('--writeback-cache');
+  if (o.debug) args.push('--debug');
+  if (o.detach) args.push('--daemon');
+  const fuse = [
+    ...(o.allowOther ? ['allow_other'] : []),
+    ...(o.defaultPermissions ? ['default_permissions'] : []),
+    ...(o.fuseOptions ?? []),
+  ];
+  if (fuse.length) args.push('--fuse-opts', fuse.join(','));
+  args.push(resolve(o.mountpoint));
+  return args;
+}
+
+function takeLock(file: string): number {
+  const fd = openSync(file, 'a');
+  if (!host.tryLock(fd)) {
+    closeSync(fd);
+    throw new LockHeld(file);
+  }
+  return fd;
+}
+
+/** Resolves when the server says it is ready; rejects with what it said when it stops first. */
+function whenReady(server: ChildProcess, exited: Promise<number>): Promise<void> {
+  let said = '';
+  const stderr = server.stderr!;
+  const collect = (chunk: Buffer) => {
+    said += chunk.toString();
+  };
+  stderr.on('data', collect);
+  return new Promise<void>((ready, failed) => {
+    server.stdio[3]!.once('data', () => ready());
+    void exited.then((status) => {
+      const lines = said.trim().split('\n').filter(Boolean);
+      const why = lines.map((l) => l.replace(/^lklfuse: /, '')).join('; ');
+      failed(new Error(why || `the lklfuse server stopped (status ${status}) before the mount was ready`));
+    });
+  }).finally(() => {
+    stderr.off('data', collect);
+    // From now on what it says (libfuse's debug output, say) is ours to show.
+    stderr.pipe(process.stderr, { end: false });
+  });
+}
+
+/** Unmounts a FUSE mount point: fusermount3 -u, or umount(8) where that is missing. */
+export function unmount(mountpoint: string): Promise<void> {
+  const run = (cmd: string, args: string[]) =>
+    new Promise<void>((done, failed) =>
+      execFile(cmd, args, (err, _out, stderr) => {
+        if (!err) return done();
+        const e = err as NodeJS.ErrnoException;
+        failed(e.code === 'ENOENT' ? e : new Error(`cannot unmount ${mountpoint}: ${stderr.trim() || e.message}`));
+      }),
+    );
+  return run('fusermount3', ['-u', mountpoint]).catch((e: NodeJS.ErrnoException) => {
+    if (e.code !== 'ENOENT') throw e;
+    return run('umount', [mountpoint]);
+  });
+}
+
+/** Mounts an image with FUSE; resolves once the mount point shows the image. */
+export async function mount(o: MountOptions): Promise<FuseMount> {
+  const server = serverPath();
+  if (!existsSync(o.image)) throw new Error(`${o.image}: no such file (ENOENT)`);
+  let dir;
+  try {
+    dir = statSync(o.mountpoint);
+  } catch {
+    throw new Error(`${o.mountpoint}: no such directory (ENOENT)`);
+  }
+  if (!dir.isDirectory()) throw new Error(`${o.mountpoint}: not a directory (ENOTDIR)`);
+
+  const lockFd = o.lock ? takeLock(o.lock) : undefined;
+  try {
+    const type = await probeType(o);
+    const child = spawn(server, serverArgs(o, type, lockFd), {
+      stdio: ['ignore', o.detach ? 'ignore' : 'inherit', 'pipe', 'pipe', lockFd ?? 'ignore'],
+      detached: o.detach,
+      env: { ...process.env, LKL_UM_KERNEL: locate().kernel },
+    });
+    const exited = new Promise<number>((done) => {
+      child.once('exit', (code, signal) => done(code ?? 128 + (signal ? constants.signals[signal] : 0)));
+      child.once('error', () => done(127));
+    });
+    // Ctrl-C while it starts: stop it rather than leave half a mount.
+    const stop = () => child.kill('SIGTERM');
+    process.once('SIGINT', stop);
+    try {
+      await whenReady(child, exited);
+    } finally {
+      process.off('SIGINT', stop);
+    }
+    if (o.detach) {
+      child.stdio[3]!.destroy();
+      child.stderr!.unpipe(process.stderr);
+      child.stderr!.destroy();
+      child.unref();
+    }
+    return {
+      mountpoint: resolve(o.mountpoint),
+      type,
+      pid: child.pid!,
+      exited,
+      async unmount() {
+        await unmount(resolve(o.mountpoint));
+        return exited;
+      },
+    };
+  } finally {
+    // The server has its own copy of the lock's fd now.
+    if (lockFd !== undefined) closeSync(lockFd);
+  }
+}

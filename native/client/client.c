@@ -247,6 +247,13 @@ static void fail_in_flight(struct lkl_um *k)
 			complete_slot(k, i, -ESHUTDOWN);
 }
 
+/* Results in the ring not reaped yet.  Without the lock: a hint. */
+static int results_waiting(struct lkl_um *k)
+{
+	return load_acquire(&k->window->cq.tail) !=
+	       __atomic_load_n(&k->window->cq.head, __ATOMIC_RELAXED);
+}
+
 /* Asks for a doorbell with the next result; returns 1 if one came already. */
 static int arm_completions(struct lkl_um *k)
 {
@@ -254,7 +261,7 @@ static int arm_completions(struct lkl_um *k)
 	__atomic_store_n(&k->window->cq.flags, LKL_UM_NEED_WAKEUP,
 			 __ATOMIC_RELAXED);
 	full_barrier();
-	return load_acquire(&k->window->cq.tail) != k->window->cq.head;
+	return results_waiting(k);
 }
 
 static int take_slot(struct lkl_um *k, enum slot_kind kind, uint64_t tag,
@@ -362,8 +369,12 @@ long lkl_um_syscall(struct lkl_um *k, long nr, const long args[6])
 		if (s->done)
 			break;
 		if (now_ns() < spin_until) {
+			/* Spin on the ring, not on the lock other callers need. */
 			pthread_mutex_unlock(&k->lock);
-			__builtin_ia32_pause();
+			while (!results_waiting(k) &&
+			       !__atomic_load_n(&s->done, __ATOMIC_ACQUIRE) &&
+			       now_ns() < spin_until)
+				__builtin_ia32_pause();
 			pthread_mutex_lock(&k->lock);
 		} else if (!k->sleeper) {
 			sleep_for_results(k);
@@ -411,9 +422,7 @@ int lkl_um_pending(struct lkl_um *k)
 {
 	/* Unlocked and without a system call: a hint for pollers. */
 	return __atomic_load_n(&k->nr_ready, __ATOMIC_RELAXED) ||
-	       load_acquire(&k->window->cq.tail) !=
-		       __atomic_load_n(&k->window->cq.head, __ATOMIC_RELAXED) ||
-	       __atomic_load_n(&k->gone, __ATOMIC_RELAXED);
+	       results_waiting(k) || __atomic_load_n(&k->gone, __ATOMIC_RELAXED);
 }
 
 int lkl_um_event_fd(const struct lkl_um *k)

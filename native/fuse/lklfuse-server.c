@@ -42,6 +42,7 @@
 #define MAX_IO (1 << 20)	/* max_read, max_write */
 #define SCRATCH (MAX_IO + 3 * PATH_MAX + 4096)
 #define ROOT "/image"
+#define READ_AHEAD_KB "4096"
 
 static struct fuse_api fuse;
 static struct lkl_um *k;
@@ -110,15 +111,84 @@ static long fdpath(char *w, int fd)
 /* --- inodes ------------------------------------------------------------------ */
 
 struct inode {
-	struct inode *next, *prev;
+	struct inode *hash_next;
 	int fd;			/* O_PATH, in the kernel */
 	dev_t dev;
 	ino_t ino;
 	uint64_t nlookup;
 };
 
-static struct inode root = { .next = &root, .prev = &root };
+static struct inode root;
 static pthread_mutex_t inodes_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/*
+ * The inodes the host knows, by (dev, ino): a lookup of a name whose inode
+ * is known already must give the same one.  Chained, and doubled when it
+ * holds twice as many inodes as buckets: a tree of a million files stays
+ * as fast to look up in as one of ten.
+ */
+static struct inode **buckets;
+static size_t nr_buckets, nr_inodes;
+
+static struct inode **bucket_of(dev_t dev, ino_t ino)
+{
+	uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 40)) *
+		     0x9e3779b97f4a7c15ull;
+
+	return &buckets[(h >> 24) & (nr_buckets - 1)];
+}
+
+/* Under inodes_lock. */
+static struct inode *find_inode(dev_t dev, ino_t ino)
+{
+	struct inode *i = nr_buckets ? *bucket_of(dev, ino) : NULL;
+
+	while (i && (i->ino != ino || i->dev != dev))
+		i = i->hash_next;
+	return i;
+}
+
+/* Under inodes_lock.  Returns -ENOMEM, the table unchanged. */
+static int add_inode(struct inode *i)
+{
+	struct inode **b;
+
+	if (nr_inodes >= 2 * nr_buckets) {
+		size_t old = nr_buckets, n;
+		struct inode **was = buckets, *next;
+
+		buckets = calloc(old ? old * 2 : 1024, sizeof(*buckets));
+		if (!buckets) {
+			buckets = was;
+			return -ENOMEM;
+		}
+		nr_buckets = old ? old * 2 : 1024;
+		for (n = 0; n < old; n++)
+			for (struct inode *j = was[n]; j; j = next) {
+				next = j->hash_next;
+				b = bucket_of(j->dev, j->ino);
+				j->hash_next = *b;
+				*b = j;
+			}
+		free(was);
+	}
+	b = bucket_of(i->dev, i->ino);
+	i->hash_next = *b;
+	*b = i;
+	nr_inodes++;
+	return 0;
+}
+
+/* Under inodes_lock. */
+static void remove_inode(struct inode *i)
+{
+	struct inode **p = bucket_of(i->dev, i->ino);
+
+	while (*p != i)
+		p = &(*p)->hash_next;
+	*p = i->hash_next;
+	nr_inodes--;
+}
 
 static struct inode *inode_of(fuse_ino_t ino)
 {
@@ -172,25 +242,24 @@ static int lookup(fuse_ino_t parent, const char *name,
 	}
 
 	pthread_mutex_lock(&inodes_lock);
-	for (i = root.next; i != &root; i = i->next)
-		if (i->ino == e->attr.st_ino && i->dev == e->attr.st_dev)
-			break;
-	if (i != &root) {
+	i = find_inode(e->attr.st_dev, e->attr.st_ino);
+	if (i) {
 		i->nlookup++;
 		pthread_mutex_unlock(&inodes_lock);
 		SYS(SYS_close, fd);
 	} else {
-		i = calloc(1, sizeof(*i));
-		if (!i) {
+		i = malloc(sizeof(*i));
+		if (i)
+			*i = (struct inode){ .fd = (int)fd,
+					     .dev = e->attr.st_dev,
+					     .ino = e->attr.st_ino,
+					     .nlookup = 1 };
+		if (!i || add_inode(i)) {
 			pthread_mutex_unlock(&inodes_lock);
 			SYS(SYS_close, fd);
+			free(i);
 			return -ENOMEM;
 		}
-		*i = (struct inode){ .fd = (int)fd, .dev = e->attr.st_dev,
-				     .ino = e->attr.st_ino, .nlookup = 1,
-				     .next = root.next, .prev = &root };
-		root.next->prev = i;
-		root.next = i;
 		pthread_mutex_unlock(&inodes_lock);
 	}
 	e->ino = (uintptr_t)i;
@@ -209,8 +278,7 @@ static void forget_one(fuse_ino_t ino, uint64_t n)
 		n = i->nlookup;
 	i->nlookup -= n;
 	if (!i->nlookup) {
-		i->prev->next = i->next;
-		i->next->prev = i->prev;
+		remove_inode(i);
 		pthread_mutex_unlock(&inodes_lock);
 		SYS(SYS_close, i->fd);
 		free(i);
@@ -531,15 +599,6 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		fuse.reply_err(req, (int)-n);
 	else
 		fuse.reply_write(req, n);
-}
-
-static void op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	long fd = SYS(SYS_dup, fi->fh);
-
-	(void)ino;
-	/* Closing a duplicate is what close(2) of this open file does. */
-	fuse.reply_err(req, fd < 0 ? (int)-fd : (int)-SYS(SYS_close, fd));
 }
 
 static void op_release(fuse_req_t req, fuse_ino_t ino,
@@ -868,7 +927,11 @@ static const struct fuse_lowlevel_ops ops = {
 	.create = op_create,
 	.read = op_read,
 	.write = op_write,
-	.flush = op_flush,
+	/*
+	 * No flush: the kernel's block filesystems do nothing at close(2)
+	 * but drop POSIX locks, which the host keeps here.  Without it the
+	 * host stops asking, and a close costs no round trip.
+	 */
 	.release = op_release,
 	.fsync = op_fsync,
 	.opendir = op_opendir,
@@ -939,6 +1002,18 @@ static int first_entry(const char *dir, const char *prefix, char *name,
 	return name[0] ? 0 : -ENOENT;
 }
 
+/* Writes @text to the kernel's file @path (sysfs); errors are not fatal. */
+static void write_kernel_file(const char *path, const char *text)
+{
+	struct scratch s = scratch();
+	long fd = SYS(SYS_open, wpath(s.path[0], path), O_WRONLY);
+
+	if (fd < 0)
+		return;
+	SYS(SYS_write, fd, (long)strcpy(s.data, text), (long)strlen(text));
+	SYS(SYS_close, fd);
+}
+
 static void mount_image(void)
 {
 	struct lkl_um_disk disk = { .readonly = o.readonly };
@@ -968,6 +1043,14 @@ static void mount_image(void)
 		 virtio);
 	if (first_entry(path, "vd", block, sizeof(block)) < 0)
 		die("%s: the kernel made no block device for it", o.image);
+	/*
+	 * Read ahead as far as a FUSE read is long, and more: each disk
+	 * request crosses to the host, so only many in flight keep a
+	 * sequential reader busy.
+	 */
+	snprintf(path, sizeof(path), "/sys/block/%s/queue/read_ahead_kb", block);
+	write_kernel_file(path, READ_AHEAD_KB);
+
 	if (o.partition)
 		snprintf(path, sizeof(path), "/dev/%s%d", block, o.partition);
 	else

@@ -34,7 +34,17 @@ static struct lkl_um_sqe *sq_entries;
 static struct lkl_um_cqe *cq_entries;
 static int doorbell_fd = -1;
 static int console_fd = 2;
-static uint64_t idle_poll_ns;
+/*
+ * How long the idle kernel polls for calls before it sleeps.  Waking a
+ * sleeping kernel costs far more than a call (50 to 150 us in a VM, where
+ * the host must wake an idle vCPU), so the poll adapts as KVM's halt
+ * polling does: a call that comes soon after a poll gave up doubles it,
+ * up to IDLE_POLL_MAX_NS; a sleep longer than that halves it, down to
+ * what the client asked for.  A busy client then never waits for a wake
+ * up, and an idle kernel still sleeps.
+ */
+#define IDLE_POLL_MAX_NS 400000
+static uint64_t idle_poll_min_ns, idle_poll_ns, slept_since;
 
 #define load_acquire(p) __atomic_load_n((p), __ATOMIC_ACQUIRE)
 #define store_release(p, v) __atomic_store_n((p), (v), __ATOMIC_RELEASE)
@@ -209,8 +219,26 @@ static int read_socket(void)
 	}
 }
 
+/* The doorbell rang: we slept, for how long tells the poll how to adapt. */
+static void adapt_idle_poll(void)
+{
+	uint64_t slept;
+
+	if (!slept_since || !idle_poll_min_ns)
+		return;
+	slept = now_ns() - slept_since;
+	slept_since = 0;
+	if (slept < IDLE_POLL_MAX_NS && idle_poll_ns < IDLE_POLL_MAX_NS)
+		idle_poll_ns = idle_poll_ns * 2 > IDLE_POLL_MAX_NS ?
+			       IDLE_POLL_MAX_NS : idle_poll_ns * 2;
+	else if (slept >= IDLE_POLL_MAX_NS && idle_poll_ns > idle_poll_min_ns)
+		idle_poll_ns = idle_poll_ns / 2 < idle_poll_min_ns ?
+			       idle_poll_min_ns : idle_poll_ns / 2;
+}
+
 static int ack_doorbell(void)
 {
+	adapt_idle_poll();
 	return read_socket();
 }
 
@@ -271,10 +299,16 @@ static int idle_poll(void)
 	do {
 		if (calls_waiting())
 			return 1;
+		/* Handled first; the idle loop polls again after. */
+		if (um_lib_irq_pending())
+			return 0;
 		__builtin_ia32_pause();
 	} while (now_ns() < deadline);
 
-	return arm_doorbell();
+	if (arm_doorbell())
+		return 1;
+	slept_since = now_ns();
+	return 0;
 }
 
 static struct um_lib_host_ops channel_ops = {
@@ -299,7 +333,7 @@ lklum_channel_init(struct lkl_um_window *w, int channel_fd,
 	sq_entries = lkl_um_sq_entries(w);
 	cq_entries = lkl_um_cq_entries(w);
 	doorbell_fd = channel_fd;
-	idle_poll_ns = (uint64_t)poll_us * 1000;
+	idle_poll_min_ns = idle_poll_ns = (uint64_t)poll_us * 1000;
 
 	channel_ops.window_start = (unsigned long)w;
 	channel_ops.window_size = w->size;

@@ -1,9 +1,9 @@
 // Finding and loading the native parts: the addon (lkl_um.node) and the
 // kernel process executable (lkl-um-kernel).
 //
-// Tried in order: LKL_UM_ADDON / LKL_UM_KERNEL (paths), the per-platform
-// package @lkl-um/linux-x64-gnu, then a build in this repository
-// (build/native/bin).  When nothing fits, the error lists what was tried.
+// Tried in order: LKL_UM_ADDON / LKL_UM_KERNEL (paths), a build in this
+// repository (build/native/bin), then the per-platform package
+// @lkl-um/linux-x64-gnu.  When nothing fits, the error lists what was tried.
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
@@ -56,14 +56,15 @@ interface Located {
 }
 
 function candidates(): { from: string; dir: string }[] {
-  const found: { from: string; dir: string }[] = [];
+  // A checkout's own build first: there the platform package is a
+  // workspace whose bin/ may hold binaries from an older pack.
+  const found = [{ from: 'this repository\'s build', dir: resolve(__dirname, '../../../build/native/bin') }];
   try {
     const pkg = require.resolve('@lkl-um/linux-x64-gnu/package.json');
     found.push({ from: '@lkl-um/linux-x64-gnu', dir: join(pkg, '..', 'bin') });
   } catch {
-    // not installed: fine, there are other places
+    // not installed (another platform): the error lists what was tried
   }
-  found.push({ from: 'this repository\'s build', dir: resolve(__dirname, '../../../build/native/bin') });
   return found;
 }
 

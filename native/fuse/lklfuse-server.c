@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -43,6 +44,7 @@
 #define SCRATCH (MAX_IO + 3 * PATH_MAX + 4096)
 #define ROOT "/image"
 #define READ_AHEAD_KB "4096"
+#define IMAGE_LOCK_WAIT_MS 15000
 
 static struct fuse_api fuse;
 static struct lkl_um *k;
@@ -1014,6 +1016,25 @@ static void write_kernel_file(const char *path, const char *text)
 	SYS(SYS_close, fd);
 }
 
+/*
+ * Locks the image as @lkl-um/core does for the other tools (flock on the
+ * open file the kernel process gets, so it lasts as long as the kernel):
+ * shared to read, exclusive to write.  Waits a while for a kernel still
+ * syncing after an unmount.
+ */
+static void lock_image(int fd)
+{
+	int tries = IMAGE_LOCK_WAIT_MS / 50;
+
+	while (flock(fd, (o.readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK || !tries--)
+			die("%s: in use by another lkl-um kernel (an lklfuse "
+			    "mount, or one still syncing after its unmount)",
+			    o.image);
+		usleep(50000);
+	}
+}
+
 static void mount_image(void)
 {
 	struct lkl_um_disk disk = { .readonly = o.readonly };
@@ -1030,6 +1051,7 @@ static void mount_image(void)
 	disk.fd = open(o.image, o.readonly ? O_RDONLY : O_RDWR);
 	if (disk.fd < 0)
 		die("%s: %s", o.image, strerror(errno));
+	lock_image(disk.fd);
 	id = lkl_um_add_disk(k, &disk);
 	close(disk.fd);
 	if (id < 0)

@@ -227,6 +227,40 @@ describe('big files and sparse images', () => {
   });
 });
 
+describe('one image, several kernels', () => {
+  test('a kernel that writes an image has it alone; readers share it; the next one gets it once it is down', async () => {
+    const image = join(work, 'shared.img');
+    FILESYSTEMS[0].make(image);
+    const writer = await Kernel.boot();
+    const other = await Kernel.boot();
+    try {
+      const disk = await writer.addDisk(image);
+      const t0 = Date.now();
+      await expect(other.addDisk(image, { lockTimeoutMs: 300 })).rejects.toThrow(
+        /shared\.img: in use by another lkl-um kernel/,
+      );
+      expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+      await expect(other.addDisk(image, { readOnly: true, lockTimeoutMs: 100 })).rejects.toMatchObject({ code: 'EBUSY' });
+      const target = await writer.mount(disk);
+      await writer.fs.writeFile(`${target}/written`, 'by the writer');
+      await writer.umount(target);
+      await disk.remove();
+
+      // Unplugged, the image is free again: two readers at once.
+      const r1 = await other.addDisk(image, { readOnly: true, lockTimeoutMs: 100 });
+      const r2 = await writer.addDisk(image, { readOnly: true, lockTimeoutMs: 100 });
+      const at = await other.mount(r1, { readOnly: true });
+      expect(await other.fs.readFile(`${at}/written`, 'utf8')).toBe('by the writer');
+      await other.umount(at);
+      await r1.remove();
+      await r2.remove();
+    } finally {
+      await writer.shutdown();
+      await other.shutdown();
+    }
+  });
+});
+
 describe('durability', () => {
   test('data written and fsynced inside survives kill -9 of the kernel process', async () => {
     const image = join(work, 'durable.img');

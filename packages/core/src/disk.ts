@@ -3,6 +3,7 @@
 // them, with 'auto' finding the filesystem.
 import { closeSync, constants as hostConstants, openSync, statSync } from 'node:fs';
 import { KernelError } from './errors';
+import { host } from './host';
 import { CONSTANTS as C, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
 
@@ -19,6 +20,11 @@ const ENODEV = 19;
 export interface AddDiskOptions {
   /** Open the image read-only; the kernel sees a read-only disk. */
   readOnly?: boolean;
+  /**
+   * How long to wait for another lkl-um kernel that uses the image (to
+   * write, or this one would write) before failing with EBUSY; 15 s.
+   */
+  lockTimeoutMs?: number;
 }
 
 export interface Partition {
@@ -118,6 +124,28 @@ function openImage(image: string | number, readOnly: boolean): { fd: number; clo
   }
 }
 
+/** How long addDisk waits for an image another kernel is using. */
+const IMAGE_LOCK_TIMEOUT_MS = 15000;
+
+/*
+ * Locks the image for the kernel (flock: shared to read, exclusive to
+ * write), on the open file it is given, so that the lock lasts as long as
+ * the kernel process holds it.  Another lkl-um kernel using the image (an
+ * lklfuse mount, or one still syncing after its unmount) makes it wait,
+ * then fail.
+ */
+async function lockImage(fd: number, readOnly: boolean, name: string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!host.tryLock(fd, !readOnly)) {
+    if (Date.now() > deadline) {
+      const e = new KernelError(EBUSY, 'addDisk', name);
+      e.message = `${name}: in use by another lkl-um kernel (an lklfuse mount, or one still syncing after its unmount)`;
+      throw e;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function readSys(kernel: Kernel, path: string): Promise<string> {
   return (await kernel.fs.readFile(path, 'utf8')).trim();
 }
@@ -154,22 +182,23 @@ async function partitionsOf(kernel: Kernel, name: string): Promise<Partition[]> 
 
 export async function addDisk(kernel: Kernel, image: string | number, options: AddDiskOptions = {}): Promise<Disk> {
   const readOnly = !!options.readOnly;
-  const host = openImage(image, readOnly);
+  const opened = openImage(image, readOnly);
   let id: number;
   try {
-    const token = kernel.sendFd(host.fd);
+    await lockImage(opened.fd, readOnly, opened.name, options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS);
+    const token = kernel.sendFd(opened.fd);
     id = await kernel.call(CALL_ADD_DISK, token, readOnly ? DISK_READONLY : 0);
   } finally {
-    if (host.close) closeSync(host.fd);
+    if (opened.close) closeSync(opened.fd);
   }
   if (id < 0) {
-    const e = new KernelError(-id, 'addDisk', host.name);
-    if (-id === 22) e.message = `${host.name}: not a disk image (a regular file or a block device)`;
+    const e = new KernelError(-id, 'addDisk', opened.name);
+    if (-id === 22) e.message = `${opened.name}: not a disk image (a regular file or a block device)`;
     throw e;
   }
   const name = await blockName(kernel, id);
   const sectors = Number(await readSys(kernel, `/sys/block/${name}/size`));
-  return new Disk(kernel, id, name, sectors * 512, readOnly, await partitionsOf(kernel, name), host.name);
+  return new Disk(kernel, id, name, sectors * 512, readOnly, await partitionsOf(kernel, name), opened.name);
 }
 
 // --- finding the filesystem ----------------------------------------------------

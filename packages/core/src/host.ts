@@ -33,6 +33,6 @@ export const host = {
   /** lseek(2): SEEK_DATA (3) or SEEK_HOLE (4) among others; -1 past the last data. */
   seek: (fd: number, offset: number, whence: number): number =>
     nodeStyle(() => loadAddon().hostSeek(fd, offset, whence)),
-  /** flock(2) with LOCK_EX | LOCK_NB: false when another open file holds it. */
-  tryLock: (fd: number): boolean => nodeStyle(() => loadAddon().hostFlock(fd, 2 | 4)),
+  /** flock(2), LOCK_EX (or LOCK_SH) | LOCK_NB: false when another open file holds it. */
+  tryLock: (fd: number, exclusive = true): boolean => nodeStyle(() => loadAddon().hostFlock(fd, (exclusive ? 2 : 1) | 4)),
 };

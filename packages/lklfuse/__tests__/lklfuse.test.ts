@@ -372,6 +372,27 @@ describe('starting and stopping', () => {
     m.unmount();
   });
 
+  test('the image is the mount\'s alone; right after fusermount3 -u, another tool sees everything', () => {
+    const image = freshImage('ext4', 'handover');
+    const mnt = mountpoint('handover');
+    expect(cli([image, mnt]).status).toBe(0);
+    run('dd', ['if=/dev/urandom', `of=${mnt}/data`, 'bs=1M', 'count=32']);
+    const sum = run('sha256sum', [join(mnt, 'data')]).split(' ')[0];
+    const busy = spawnSync(process.execPath, [join(__dirname, '../../fs2tar/bin/fs2tar.js'), image, join(work, 'x.tar')], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(busy.status).toBe(2);
+    expect(busy.stderr).toMatch(/handover\.img: in use by another lkl-um kernel/);
+
+    run('fusermount3', ['-u', mnt]);
+    const out = join(work, 'handover-out');
+    fs.mkdirSync(out);
+    run(process.execPath, [join(__dirname, '../../cptofs/bin/cpfromfs.js'), '-i', image, '/data', out]);
+    expect(run('sha256sum', [join(out, 'data')]).split(' ')[0]).toBe(sum);
+    filesystem('ext4').fsck!(image);
+  });
+
   test('bad input: a clear message naming the path, exit 2', () => {
     const mnt = mountpoint('bad');
     const missing = cli([join(work, 'missing.img'), mnt]);

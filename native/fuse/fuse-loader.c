@@ -48,8 +48,10 @@ int fuse_api_load(struct fuse_api *api, char *why, size_t size)
 	LOAD(session_mount, "fuse_session_mount");
 	LOAD(session_unmount, "fuse_session_unmount");
 	LOAD(session_destroy, "fuse_session_destroy");
-	/* The clone_fd flavour: the same in every libfuse 3. */
-	LOAD(session_loop_mt, "fuse_session_loop_mt_31");
+	LOAD(session_fd, "fuse_session_fd");
+	LOAD(session_receive_buf, "fuse_session_receive_buf");
+	LOAD(session_process_buf, "fuse_session_process_buf");
+	LOAD(session_exited, "fuse_session_exited");
 	LOAD(session_exit, "fuse_session_exit");
 	LOAD(set_signal_handlers, "fuse_set_signal_handlers");
 	LOAD(remove_signal_handlers, "fuse_remove_signal_handlers");

@@ -18,7 +18,12 @@ struct fuse_api {
 	int (*session_mount)(struct fuse_session *se, const char *mountpoint);
 	void (*session_unmount)(struct fuse_session *se);
 	void (*session_destroy)(struct fuse_session *se);
-	int (*session_loop_mt)(struct fuse_session *se, int clone_fd);
+	int (*session_fd)(struct fuse_session *se);
+	int (*session_receive_buf)(struct fuse_session *se,
+				   struct fuse_buf *buf);
+	void (*session_process_buf)(struct fuse_session *se,
+				    const struct fuse_buf *buf);
+	int (*session_exited)(struct fuse_session *se);
 	void (*session_exit)(struct fuse_session *se);
 	int (*set_signal_handlers)(struct fuse_session *se);
 	void (*remove_signal_handlers)(struct fuse_session *se);

@@ -38,6 +38,7 @@
 #include <lkl_um.h>
 
 #include "fuse-loader.h"
+#include "serve.h"
 
 #define TIMEOUT 30.0		/* we are the image's only user */
 #define MAX_IO (1 << 20)	/* max_read, max_write */
@@ -45,12 +46,14 @@
 #define ROOT "/image"
 #define READ_AHEAD_KB "4096"
 #define IMAGE_LOCK_WAIT_MS 15000
+#define SERVE_THREADS 16	/* requests served at once */
 
 static struct fuse_api fuse;
 static struct lkl_um *k;
 
 static struct {
 	const char *image, *type, *opts, *mountpoint, *fuse_opts;
+	char mountpoint_abs[PATH_MAX];	/* as /proc/self/mountinfo shows it */
 	int partition, readonly, mb, ready_fd, lock_fd, writeback, debug;
 	int daemon;
 	long uid, gid;
@@ -530,12 +533,78 @@ static int open_flags(int flags)
 	return (flags & ~O_NOFOLLOW) | O_CLOEXEC;
 }
 
+/* Undoes the octal escapes (\040 for a space ...) of a /proc mount field. */
+static void unescape_mount_field(char *field)
+{
+	char *to = field;
+
+	for (; *field; field++, to++) {
+		if (field[0] == '\\' && field[1] >= '0' && field[1] <= '3' &&
+		    field[2] >= '0' && field[2] <= '7' &&
+		    field[3] >= '0' && field[3] <= '7') {
+			*to = (char)((field[1] - '0') << 6 | (field[2] - '0') << 3 |
+				     (field[3] - '0'));
+			field += 3;
+		} else {
+			*to = *field;
+		}
+	}
+	*to = '\0';
+}
+
+/*
+ * The host's read-ahead on our mount.  FUSE holds it to the host's default
+ * (128 KiB), which leaves a sequential reader one request in flight at a
+ * time, each waiting for its copies; as far as the kernel reads ahead on the
+ * image keeps several in flight.  Only root may change it (sysfs): for
+ * others it stays as it is.  The INIT reply narrows it, so this runs after.
+ */
+static void widen_host_read_ahead(void)
+{
+	unsigned int major, minor, found_major = 0, found_minor = 0;
+	char *line = NULL, mnt[PATH_MAX], path[64];
+	size_t size = 0;
+	FILE *info;
+	int fd;
+
+	if (!o.mountpoint_abs[0])
+		return;
+	info = fopen("/proc/self/mountinfo", "re");
+	if (!info)
+		return;
+	while (getline(&line, &size, info) > 0) {
+		if (sscanf(line, "%*u %*u %u:%u %*s %4095s", &major, &minor,
+			   mnt) != 3 || !strstr(line, " - fuse.lklfuse "))
+			continue;
+		unescape_mount_field(mnt);
+		if (!strcmp(mnt, o.mountpoint_abs)) {
+			found_major = major;	/* the last one is ours */
+			found_minor = minor;
+		}
+	}
+	free(line);
+	fclose(info);
+	if (!found_major && !found_minor)
+		return;
+	snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb",
+		 found_major, found_minor);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	/* On failure it stays as it was: slower reads, nothing wrong. */
+	if (write(fd, READ_AHEAD_KB, strlen(READ_AHEAD_KB)) < 0)
+		errno = 0;
+	close(fd);
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
+	static pthread_once_t read_ahead_once = PTHREAD_ONCE_INIT;
 	struct scratch s = scratch();
 	long fd = SYS(SYS_openat, AT_FDCWD, fdpath(s.path[0], fd_of(ino)),
 		      open_flags(fi->flags), 0);
 
+	pthread_once(&read_ahead_once, widen_host_read_ahead);
 	if (fd < 0) {
 		fuse.reply_err(req, (int)-fd);
 		return;
@@ -1193,6 +1262,8 @@ int main(int argc, char **argv)
 
 	lkl_um_options_init(&opts);
 	opts.memory = (uint64_t)o.mb << 20;
+	/* A scratch buffer per serving thread, and room for the allocator. */
+	opts.heap_size = 4 * SERVE_THREADS * (size_t)SCRATCH;
 	if (lkl_um_start(&opts, &k))
 		die("%s", lkl_um_last_error());
 	mount_image();
@@ -1222,6 +1293,8 @@ int main(int argc, char **argv)
 		die("cannot start a FUSE session (options: %s)", fuse_o);
 	if (fuse.set_signal_handlers(se))
 		die("cannot set signal handlers");
+	if (!realpath(o.mountpoint, o.mountpoint_abs))
+		o.mountpoint_abs[0] = '\0';
 	if (fuse.session_mount(se, o.mountpoint))
 		die("cannot mount on %s", o.mountpoint);
 
@@ -1234,10 +1307,10 @@ int main(int argc, char **argv)
 	if (o.daemon)
 		let_go_of_terminal();
 
-	ret = fuse.session_loop_mt(se, 0);
-	/* Stopped by a signal libfuse handles: an unmount asked for. */
-	if (ret == SIGINT || ret == SIGTERM || ret == SIGHUP)
-		ret = 0;
+	ret = fuse_serve(&fuse, se, SERVE_THREADS);
+	if (ret)
+		fprintf(stderr, "lklfuse: serving %s: %s\n", o.mountpoint,
+			strerror(-ret));
 
 	/* Unmounted (or a signal): everything synced, the image clean. */
 	fuse.session_unmount(se);

@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: GPL-2.0-only */
+/*
+ * Serving a FUSE session: libfuse's multi-threaded loop, with a thread that
+ * keeps polling the device for a while after each request.
+ */
+#ifndef LKLUM_FUSE_SERVE_H
+#define LKLUM_FUSE_SERVE_H
+
+#include "fuse-loader.h"
+
+/**
+ * fuse_serve() - serve @se until it is unmounted or exited by a signal
+ * @api: libfuse, as fuse_api_load() found it
+ * @se: a mounted session
+ * @threads: how many requests may be served at once
+ *
+ * Return: 0 when unmounted or stopped by a signal, else a negative errno.
+ */
+int fuse_serve(const struct fuse_api *api, struct fuse_session *se,
+	       unsigned int threads);
+
+#endif

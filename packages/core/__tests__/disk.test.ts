@@ -452,13 +452,15 @@ describe('fuzzing', () => {
           await disk.remove().catch(() => undefined);
         }
       })();
+      let hang: NodeJS.Timeout | undefined;
       const result = await Promise.race([
         attempt.then(
           () => 'readable',
           (e: Error & { code?: string }) => (e.code === 'ESHUTDOWN' ? 'crashed' : 'refused'),
         ),
-        new Promise<string>((r) => setTimeout(() => r('hung'), 20_000)),
+        new Promise<string>((r) => (hang = setTimeout(() => r('hung'), 20_000))),
       ]);
+      clearTimeout(hang); // 300 timers left running kept jest from exiting
       expect(result).not.toBe('hung');
       outcome[result as keyof typeof outcome]++;
       if (result === 'crashed') {

@@ -231,16 +231,17 @@ int fuse_serve(const struct fuse_api *api, struct fuse_session *se,
 	while (sem_wait(&s.finished) < 0 && errno == EINTR &&
 	       !api->session_exited(se))
 		;
-	atomic_store(&s.stopping, 1);
+	/* Wakes the listener (poll) and the threads waiting for its turn. */
 	if (eventfd_write(s.stop_fd, 1) < 0)
-		atomic_store(&s.error, -errno);
+		stop(&s, -errno);
+	else
+		stop(&s, 0);
 	for (i = 0; i < started; i++)
 		pthread_join(ids[i], NULL);
 
 	close(s.stop_fd);
 	sem_destroy(&s.finished);
 	pthread_cond_destroy(&s.idle);
-
 	pthread_mutex_destroy(&s.lock);
 	return atomic_load(&s.error);
 }

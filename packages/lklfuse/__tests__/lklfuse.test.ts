@@ -277,6 +277,13 @@ while n < 3 << 20: n += os.copy_file_range(s, d, (3 << 20) - n)`, join(mnt, 'sou
     expect(mine.files).toBeGreaterThan(1000);
   });
 
+  test('as root, the host reads ahead 4 MiB on the mount, not FUSE\'s 128 KiB', () => {
+    fs.writeFileSync(join(mnt, 'ahead'), 'x');
+    expect(fs.readFileSync(join(mnt, 'ahead'), 'utf8')).toBe('x'); // an open widens it
+    const device = run('mountpoint', ['-d', mnt]).trim();
+    expect(fs.readFileSync(`/sys/class/bdi/${device}/read_ahead_kb`, 'utf8').trim()).toBe('4096');
+  });
+
   test('flock and POSIX locks between programs', () => {
     const f = join(mnt, 'locked');
     fs.writeFileSync(f, '');

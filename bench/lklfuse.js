@@ -129,6 +129,16 @@ function diskRead(work, big) {
   return mbs;
 }
 
+/* The host writing a plain file on the same disk, as the bench's write does. */
+function diskWrite(work, big) {
+  const file = join(work, 'disk-write');
+  dropCaches();
+  sh('dd', [`if=${big}`, 'of=/dev/null', 'bs=1M', 'status=none']);
+  const mbs = 1024 / time(() => sh('dd', [`if=${big}`, `of=${file}`, 'bs=1M', 'conv=fsync', 'status=none']));
+  fs.rmSync(file);
+  return mbs;
+}
+
 function main() {
   requireRoot('bench/lklfuse');
   const work = fs.mkdtempSync(join(process.env.LKL_UM_BENCH_TMP ?? tmpdir(), 'lkl-um-bench-lklfuse-'));
@@ -141,9 +151,11 @@ function main() {
     const rounds = Number(process.env.LKL_UM_BENCH_ROUNDS ?? 3);
     const all = Object.fromEntries(Object.keys(contenders).map((name) => [name, []]));
     const disk = [];
+    const plainWrite = [];
     for (let i = 0; i < rounds; i++) {
       for (const name of Object.keys(contenders)) all[name].push(measure(name, work, big, tree));
       disk.push(diskRead(work, big));
+      plainWrite.push(diskWrite(work, big));
     }
     const median = (values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
     const results = Object.fromEntries(
@@ -164,6 +176,10 @@ function main() {
     };
     console.log(`ext4, 3 GiB image, median of ${rounds} rounds; ratios: how many times faster lklfuse is (below 1: slower)`);
     row('sequential write, 1 GiB', 'write', 'MB/s');
+    console.log(
+      `${'  the host, a plain file'.padEnd(34)} ${`${median(plainWrite).toFixed(0)} MB/s`.padStart(13)}` +
+        '   (a reference: no file system above the host\'s)',
+    );
     row('sequential read, 1 GiB', 'read', 'MB/s');
     row('  the same, image in host cache', 'readCached', 'MB/s');
     console.log(

@@ -201,6 +201,30 @@ describe('big files and sparse images', () => {
     rmSync(image);
   });
 
+  test('large writes go around the host\'s cache, which keeps no stale copy of what they overwrite', async () => {
+    const image = join(work, 'direct.img');
+    writeFileSync(image, '');
+    truncateSync(image, 64 << 20);
+    run('mkfs.ext4', ['-q', '-F', '-b', '4096', image]); // blocks on whole pages of the image
+    const data = Buffer.concat(Array.from({ length: 6 }, () => RANDOM)).subarray(0, 16 << 20);
+    const cached = () => Number(run('fincore', ['--bytes', '--noheadings', '--output', 'RES', image]).trim());
+    readFileSync(image); // now the host has all of the image in its cache
+    const before = cached();
+    const disk = await k.addDisk(image);
+    const target = await k.mount(disk);
+    await k.fs.writeFile(`${target}/big`, data);
+    await k.umount(target);
+    await disk.remove();
+
+    // Written straight to the disk: the host dropped its copy of those pages.
+    expect(before - cached()).toBeGreaterThanOrEqual(12 << 20);
+    // And what the host reads through its cache is what was written.
+    run('e2fsck', ['-fn', image]);
+    const back = join(work, 'direct.back');
+    run('debugfs', ['-R', `dump /big ${back}`, image]);
+    expect(readFileSync(back).equals(data)).toBe(true);
+  });
+
   test('discard punches holes: what fstrim frees leaves the image', async () => {
     const image = join(work, 'sparse.img');
     FILESYSTEMS[0].make(image);

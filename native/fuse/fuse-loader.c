@@ -69,6 +69,7 @@ int fuse_api_load(struct fuse_api *api, char *why, size_t size)
 	LOAD(reply_statfs, "fuse_reply_statfs");
 	LOAD(reply_xattr, "fuse_reply_xattr");
 	LOAD(reply_lseek, "fuse_reply_lseek");
+	LOAD(reply_ioctl, "fuse_reply_ioctl");
 	LOAD(add_direntry, "fuse_add_direntry");
 	LOAD(add_direntry_plus, "fuse_add_direntry_plus");
 	return 0;

@@ -43,6 +43,8 @@ struct fuse_api {
 	int (*reply_statfs)(fuse_req_t req, const struct statvfs *stbuf);
 	int (*reply_xattr)(fuse_req_t req, size_t count);
 	int (*reply_lseek)(fuse_req_t req, off_t off);
+	int (*reply_ioctl)(fuse_req_t req, int result, const void *buf,
+			   size_t size);
 	size_t (*add_direntry)(fuse_req_t req, char *buf, size_t bufsize,
 			       const char *name, const struct stat *stbuf,
 			       off_t off);

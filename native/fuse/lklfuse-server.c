@@ -21,13 +21,16 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <linux/fs.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -523,7 +526,13 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 				       wpath(s.path[1], newname), flags));
 }
 
-/* With a writeback cache the host kernel may read what it was told to write. */
+/*
+ * The flags the kernel opens a file with.  With a writeback cache the host
+ * kernel may read what it was told to write.  O_DIRECT stays on the host's
+ * side: FUSE already keeps such I/O out of its page cache, and the kernel
+ * cannot pin our window's memory for direct I/O (it is not the kernel's),
+ * so every read and write would fail with EFAULT.
+ */
 static int open_flags(int flags)
 {
 	if (o.writeback) {
@@ -531,7 +540,7 @@ static int open_flags(int flags)
 			flags = (flags & ~O_ACCMODE) | O_RDWR;
 		flags &= ~O_APPEND;
 	}
-	return (flags & ~O_NOFOLLOW) | O_CLOEXEC;
+	return (flags & ~(O_NOFOLLOW | O_DIRECT)) | O_CLOEXEC;
 }
 
 /* Undoes the octal escapes (\040 for a space ...) of a /proc mount field. */
@@ -838,6 +847,70 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 /* --- the rest ---------------------------------------------------------------- */
 
+/* Whether the caller may change what only an owner may (allow_other). */
+static bool caller_is_owner(fuse_req_t req)
+{
+	const struct fuse_ctx *ctx = fuse.req_ctx(req);
+
+	return !ctx->uid || ctx->uid == getuid();
+}
+
+/*
+ * The ioctls of chattr, lsattr and xfs_io (inode flags and the project
+ * attributes) and of fstrim.  FUSE passes on only ioctls whose argument
+ * size is in the command; these are such, and the file system's own.
+ */
+static void op_ioctl(fuse_req_t req, fuse_ino_t ino, int cmd, void *arg,
+		     struct fuse_file_info *fi, unsigned int flags,
+		     const void *in, size_t in_size, size_t out_size)
+{
+	struct scratch s = scratch();
+	unsigned int ucmd = (unsigned int)cmd;
+	size_t size = _IOC_SIZE(ucmd);
+	long fd, ret;
+
+	(void)ino;
+	(void)arg;
+	switch (ucmd) {
+	case FS_IOC_GETFLAGS:
+	case FS_IOC_SETFLAGS:
+	case FS_IOC32_GETFLAGS:
+	case FS_IOC32_SETFLAGS:
+		size = sizeof(int);	/* what the kernel reads and writes */
+		break;
+	case FS_IOC_FSGETXATTR:
+	case FS_IOC_FSSETXATTR:
+	case FITRIM:
+		break;
+	default:
+		fuse.reply_err(req, ENOTTY);
+		return;
+	}
+	if ((_IOC_DIR(ucmd) & _IOC_WRITE) && in_size < size) {
+		fuse.reply_err(req, EINVAL);
+		return;
+	}
+	if ((_IOC_DIR(ucmd) & _IOC_READ) && out_size < size) {
+		fuse.reply_err(req, EINVAL);
+		return;
+	}
+	if (ucmd != FITRIM && (_IOC_DIR(ucmd) & _IOC_WRITE) &&
+	    !caller_is_owner(req)) {
+		fuse.reply_err(req, EPERM);
+		return;
+	}
+	fd = flags & FUSE_IOCTL_DIR ?
+		((struct dir *)(uintptr_t)fi->fh)->fd : (long)fi->fh;
+	if (_IOC_DIR(ucmd) & _IOC_WRITE)
+		memcpy(s.data, in, size);
+	ret = SYS(SYS_ioctl, fd, ucmd, (long)s.data);
+	if (ret < 0)
+		fuse.reply_err(req, (int)-ret);
+	else
+		fuse.reply_ioctl(req, (int)ret, s.data,
+				 _IOC_DIR(ucmd) & _IOC_READ ? size : 0);
+}
+
 static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
 	struct scratch s = scratch();
@@ -1019,6 +1092,7 @@ static const struct fuse_lowlevel_ops ops = {
 	.fallocate = op_fallocate,
 	.lseek = op_lseek,
 	.copy_file_range = op_copy_file_range,
+	.ioctl = op_ioctl,
 };
 
 /* --- setting up ---------------------------------------------------------------- */

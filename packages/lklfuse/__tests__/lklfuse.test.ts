@@ -284,6 +284,53 @@ while n < 3 << 20: n += os.copy_file_range(s, d, (3 << 20) - n)`, join(mnt, 'sou
     expect(fs.readFileSync(`/sys/class/bdi/${device}/read_ahead_kb`, 'utf8').trim()).toBe('4096');
   });
 
+  test('O_DIRECT reads and writes', () => {
+    const data = Buffer.alloc(4 << 20);
+    for (let i = 0; i < data.length; i += 4096) data.writeUInt32LE(i * 2654435761 >>> 0, i);
+    const source = join(work, 'direct-source');
+    fs.writeFileSync(source, data);
+    const f = join(mnt, 'direct');
+    run('dd', [`if=${source}`, `of=${f}`, 'bs=1M', 'oflag=direct', 'status=none']);
+    const back = join(work, 'direct-back');
+    run('dd', [`if=${f}`, `of=${back}`, 'bs=1M', 'iflag=direct', 'status=none']);
+    expect(fs.readFileSync(back).equals(data)).toBe(true);
+  });
+
+  test('chattr and lsattr: append-only and immutable flags the kernel enforces', () => {
+    const f = join(mnt, 'log');
+    fs.writeFileSync(f, 'one\n');
+    run('chattr', ['+a', f]);
+    expect(run('lsattr', [f]).split(' ')[0]).toMatch(/a/);
+    fs.appendFileSync(f, 'two\n');
+    expect(() => fs.writeFileSync(f, 'over')).toThrow(/EPERM/);
+    run('chattr', ['-a', f]);
+    expect(run('lsattr', [f]).split(' ')[0]).not.toMatch(/a/);
+    expect(fs.readFileSync(f, 'utf8')).toBe('one\ntwo\n');
+
+    const dir = join(mnt, 'frozen');
+    fs.mkdirSync(dir);
+    run('chattr', ['+i', dir]);
+    expect(() => fs.writeFileSync(join(dir, 'new'), '')).toThrow(/EPERM/);
+    run('chattr', ['-i', dir]);
+    fs.writeFileSync(join(dir, 'new'), '');
+  });
+
+  test('fstrim hands freed blocks back: the image file shrinks', () => {
+    const f = join(mnt, 'trimmed');
+    const syncAt = (path: string) => {
+      const fd = fs.openSync(path, 'r');
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+    };
+    fs.writeFileSync(f, Buffer.alloc(32 << 20, 1));
+    syncAt(f);
+    const before = fs.statSync(image).blocks * 512;
+    fs.unlinkSync(f);
+    syncAt(mnt); // the journal commits: only then are the blocks free to trim
+    expect(run('fstrim', ['-v', mnt])).toMatch(/trimmed/);
+    expect(before - fs.statSync(image).blocks * 512).toBeGreaterThanOrEqual(30 << 20);
+  });
+
   test('flock and POSIX locks between programs', () => {
     const f = join(mnt, 'locked');
     fs.writeFileSync(f, '');
@@ -342,6 +389,25 @@ describe('as an ordinary user', () => {
       expect(u.stderr).toBe('');
     }
     expect(mounted(mnt)).toBe(false);
+  });
+
+  test('allow_other: other users get the host kernel\'s permission checks', () => {
+    const image = freshImage('ext4', 'others');
+    const mnt = mountpoint('others');
+    const m = mountImage(image, mnt, 'allow_other');
+    try {
+      fs.writeFileSync(join(mnt, 'secret'), 's', { mode: 0o600 });
+      fs.writeFileSync(join(mnt, 'open'), 'o', { mode: 0o644 });
+      const as = (cmd: string) =>
+        spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'sh', '-c', cmd], { encoding: 'utf8' });
+      expect(as(`cat ${mnt}/open`).stdout).toBe('o');
+      const denied = as(`cat ${mnt}/secret`);
+      expect(denied.status).not.toBe(0);
+      expect(denied.stderr).toMatch(/Permission denied/);
+      expect(as(`touch ${mnt}/new`).stderr).toMatch(/Permission denied/);
+    } finally {
+      m.unmount();
+    }
   });
 
   test('files a user creates are theirs in the image', () => {

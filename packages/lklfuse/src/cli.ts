@@ -30,7 +30,8 @@ Mount options (-o):
   mb=N                 kernel memory in MiB (default 256)
   lock=FILE            refuse (exit 2) when another lklfuse holds FILE
   uid=N, gid=N         show every file as owned by N
-  allow_other          let other users in (user_allow_other in /etc/fuse.conf)
+  allow_other          let other users in (user_allow_other in /etc/fuse.conf);
+                       implies default_permissions
   default_permissions  let the host kernel check the modes shown
   writeback_cache      the host kernel batches writes
   others               passed to FUSE as they are (noatime, nosuid, ...)

@@ -28,7 +28,11 @@ export interface MountOptions {
   /** Show every file as owned by this uid / gid. */
   uid?: number;
   gid?: number;
-  /** Let other users in (needs user_allow_other in /etc/fuse.conf unless root). */
+  /**
+   * Let other users in (needs user_allow_other in /etc/fuse.conf unless
+   * root). Implies defaultPermissions: the kernel inside acts as root for
+   * every caller, so the host kernel's checks are the only ones.
+   */
   allowOther?: boolean;
   /** Let the host kernel check permissions from the modes shown. */
   defaultPermissions?: boolean;
@@ -118,7 +122,7 @@ function serverArgs(o: MountOptions, type: string, lockFd: number | undefined): 
   if (o.detach) args.push('--daemon');
   const fuse = [
     ...(o.allowOther ? ['allow_other'] : []),
-    ...(o.defaultPermissions ? ['default_permissions'] : []),
+    ...(o.defaultPermissions || o.allowOther ? ['default_permissions'] : []),
     ...(o.fuseOptions ?? []),
   ];
   if (fuse.length) args.push('--fuse-opts', fuse.join(','));

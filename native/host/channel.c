@@ -323,7 +323,7 @@ static struct um_lib_host_ops channel_ops = {
 };
 
 const struct um_lib_host_ops *
-lklum_channel_init(struct lkl_um_window *w, int channel_fd,
+lklum_channel_init(struct lkl_um_window *w, int window_fd, int channel_fd,
 		   unsigned int poll_us, const struct lklum_disk_arg *disks,
 		   unsigned int nr_disks)
 {
@@ -337,6 +337,7 @@ lklum_channel_init(struct lkl_um_window *w, int channel_fd,
 
 	channel_ops.window_start = (unsigned long)w;
 	channel_ops.window_size = w->size;
+	channel_ops.window_fd = window_fd;
 	channel_ops.doorbell_fd = channel_fd;
 	return &channel_ops;
 }

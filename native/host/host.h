@@ -20,7 +20,7 @@ struct lklum_disk_arg {
 
 /* channel.c */
 const struct um_lib_host_ops *
-lklum_channel_init(struct lkl_um_window *w, int channel_fd,
+lklum_channel_init(struct lkl_um_window *w, int window_fd, int channel_fd,
 		   unsigned int poll_us, const struct lklum_disk_arg *disks,
 		   unsigned int nr_disks);
 void lklum_channel_halted(void);

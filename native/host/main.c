@@ -57,8 +57,11 @@ static int parse_fd(const char *s)
 	return (int)fd;
 }
 
-/* Maps the window at the client's address; exits when that fails. */
-static struct lkl_um_window *map_window(const char *spec)
+/*
+ * Maps the window at the client's address; exits when that fails.  Its fd
+ * stays open in @window_fd: the kernel maps the window again as physical memory.
+ */
+static struct lkl_um_window *map_window(const char *spec, int *window_fd)
 {
 	struct lkl_um_window *w;
 	unsigned long long addr;
@@ -88,7 +91,8 @@ static struct lkl_um_window *map_window(const char *spec)
 				       LKL_UM_EXIT_BAD_WINDOW);
 	if (p != (void *)(uintptr_t)addr) /* a kernel without NOREPLACE */
 		exit(LKL_UM_EXIT_WINDOW_TAKEN);
-	close(fd);
+	fcntl(fd, F_SETFD, FD_CLOEXEC);
+	*window_fd = fd;
 
 	w = p;
 	if (w->magic != LKL_UM_MAGIC || w->version != LKL_UM_PROTOCOL_VERSION ||
@@ -122,13 +126,13 @@ int main(int argc, char **argv, char **envp)
 	unsigned int nr_disks = 0;
 	struct lkl_um_window *window = NULL;
 	unsigned int poll_us = DEFAULT_POLL_US;
-	int channel_fd = -1;
+	int channel_fd = -1, window_fd = -1;
 	char **kernel_argv;
 	int i, kernel_argc, ret;
 
 	for (i = 1; i < argc && strcmp(argv[i], "--"); i++) {
 		if (!strncmp(argv[i], "--window=", 9))
-			window = map_window(argv[i] + 9);
+			window = map_window(argv[i] + 9, &window_fd);
 		else if (!strncmp(argv[i], "--channel=", 10))
 			channel_fd = parse_fd(argv[i] + 10);
 		else if (!strncmp(argv[i], "--poll-us=", 10))
@@ -163,7 +167,8 @@ int main(int argc, char **argv, char **envp)
 	memcpy(kernel_argv + 1 + nr_defaults, argv + i + 1,
 	       (kernel_argc - 1 - nr_defaults) * sizeof(*kernel_argv));
 
-	ops = lklum_channel_init(window, channel_fd, poll_us, disks, nr_disks);
+	ops = lklum_channel_init(window, window_fd, channel_fd, poll_us, disks,
+				 nr_disks);
 	ret = uml_library_main(ops, kernel_argc, kernel_argv, envp);
 	lklum_channel_halted();
 	return ret;

@@ -51,6 +51,7 @@
 #define DISK_READ_AHEAD_KB "16384"	/* the kernel's, on the image */
 #define IMAGE_LOCK_WAIT_MS 15000
 #define SERVE_THREADS 16	/* requests served at once */
+#define DIRECT_READ_MIN (512 * 1024)	/* reads around the kernel's cache */
 
 static struct fuse_api fuse;
 static struct lkl_um *k;
@@ -375,6 +376,30 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 	fuse.reply_attr(req, &st, TIMEOUT);
 }
 
+/*
+ * An open file.  Large reads go to a second open of it with O_DIRECT, made
+ * at the first such read: the disk's workers then read straight into the
+ * window, and the kernel's page cache keeps no second copy of what the
+ * host's FUSE cache holds.  File systems without direct I/O keep the first.
+ */
+struct open_file {
+	long fd;
+	long direct_fd;		/* DIRECT_NOT_YET, DIRECT_NONE or an fd */
+};
+
+#define DIRECT_NOT_YET (-1L)
+#define DIRECT_NONE (-2L)
+
+static struct open_file *file_of(const struct fuse_file_info *fi)
+{
+	return (struct open_file *)(uintptr_t)fi->fh;
+}
+
+static long file_fd(const struct fuse_file_info *fi)
+{
+	return file_of(fi)->fd;
+}
+
 static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 		       int valid, struct fuse_file_info *fi)
 {
@@ -383,7 +408,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	long ret = 0;
 
 	if (valid & FUSE_SET_ATTR_MODE)
-		ret = fi ? SYS(SYS_fchmod, fi->fh, attr->st_mode) :
+		ret = fi ? SYS(SYS_fchmod, file_fd(fi), attr->st_mode) :
 			   SYS(SYS_chmod, fdpath(s.path[0], fd), attr->st_mode);
 	if (!ret && valid & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID))
 		ret = SYS(SYS_fchownat, fd, wpath(s.path[0], ""),
@@ -391,7 +416,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			  valid & FUSE_SET_ATTR_GID ? (long)attr->st_gid : -1,
 			  AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
 	if (!ret && valid & FUSE_SET_ATTR_SIZE)
-		ret = fi ? SYS(SYS_ftruncate, fi->fh, attr->st_size) :
+		ret = fi ? SYS(SYS_ftruncate, file_fd(fi), attr->st_size) :
 			   SYS(SYS_truncate, fdpath(s.path[0], fd),
 			       attr->st_size);
 	if (!ret && valid & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME)) {
@@ -407,7 +432,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 			ts[1].tv_nsec = UTIME_NOW;
 		else if (valid & FUSE_SET_ATTR_MTIME)
 			ts[1] = attr->st_mtim;
-		ret = fi ? SYS(SYS_utimensat, fi->fh, 0, (long)ts, 0) :
+		ret = fi ? SYS(SYS_utimensat, file_fd(fi), 0, (long)ts, 0) :
 			   SYS(SYS_utimensat, AT_FDCWD, fdpath(s.path[0], fd),
 			       (long)ts, 0);
 		/* A symlink's times: through its O_PATH fd, not followed. */
@@ -436,16 +461,24 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 	fuse.reply_readlink(req, s.data);
 }
 
-/* New entries belong to whoever made them, as on any filesystem. */
+/*
+ * New entries belong to whoever made them, as on any filesystem; in a
+ * setgid directory, to the directory's group, which the kernel gave them.
+ */
 static long give_to_caller(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	const struct fuse_ctx *ctx = fuse.req_ctx(req);
 	struct scratch s = scratch();
+	struct stat *dir = s.stat;
+	long gid = ctx->gid;
 
 	if (!ctx->uid && !ctx->gid)
 		return 0;
+	if (!SYS(SYS_newfstatat, fd_of(parent), wpath(s.path[0], ""),
+		 (long)dir, AT_EMPTY_PATH) && (dir->st_mode & S_ISGID))
+		gid = -1;
 	return SYS(SYS_fchownat, fd_of(parent), wpath(s.path[0], name),
-		   ctx->uid, ctx->gid, AT_SYMLINK_NOFOLLOW);
+		   ctx->uid, gid, AT_SYMLINK_NOFOLLOW);
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -528,19 +561,18 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 /*
  * The flags the kernel opens a file with.  With a writeback cache the host
- * kernel may read what it was told to write.  O_DIRECT stays on the host's
- * side: FUSE already keeps such I/O out of its page cache, and the kernel
- * cannot pin our window's memory for direct I/O (it is not the kernel's),
- * so every read and write would fail with EFAULT.
+ * kernel may read what it was told to write.  O_APPEND and O_DIRECT stay on
+ * the host's side.  The host works out where each append goes and sends
+ * that offset, which an O_APPEND fd would ignore; and it writes a shared
+ * mapping's pages back through the same file, at their own offsets.  FUSE
+ * already keeps O_DIRECT I/O out of the host's page cache, and large reads
+ * go around the kernel's (see struct open_file).
  */
 static int open_flags(int flags)
 {
-	if (o.writeback) {
-		if ((flags & O_ACCMODE) == O_WRONLY)
-			flags = (flags & ~O_ACCMODE) | O_RDWR;
-		flags &= ~O_APPEND;
-	}
-	return (flags & ~(O_NOFOLLOW | O_DIRECT)) | O_CLOEXEC;
+	if (o.writeback && (flags & O_ACCMODE) == O_WRONLY)
+		flags = (flags & ~O_ACCMODE) | O_RDWR;
+	return (flags & ~(O_NOFOLLOW | O_APPEND | O_DIRECT)) | O_CLOEXEC;
 }
 
 /* Undoes the octal escapes (\040 for a space ...) of a /proc mount field. */
@@ -607,6 +639,43 @@ static void widen_host_read_ahead(void)
 	close(fd);
 }
 
+/* Makes @fd the open file of @fi: returns @fd, or -ENOMEM having closed it. */
+static long set_open_file(struct fuse_file_info *fi, long fd)
+{
+	struct open_file *f = malloc(sizeof(*f));
+
+	if (!f) {
+		SYS(SYS_close, fd);
+		return -ENOMEM;
+	}
+	f->fd = fd;
+	f->direct_fd = DIRECT_NOT_YET;
+	fi->fh = (uintptr_t)f;
+	return fd;
+}
+
+/* @f's O_DIRECT fd, opened at the first call; DIRECT_NONE when it has none. */
+static long direct_fd(struct open_file *f, fuse_ino_t ino, struct scratch *s)
+{
+	long fd = __atomic_load_n(&f->direct_fd, __ATOMIC_ACQUIRE);
+	long want = DIRECT_NOT_YET;
+
+	if (fd != DIRECT_NOT_YET)
+		return fd;
+	fd = SYS(SYS_openat, AT_FDCWD, fdpath(s->path[0], fd_of(ino)),
+		 O_RDONLY | O_DIRECT | O_CLOEXEC, 0);
+	if (fd < 0)
+		fd = DIRECT_NONE;
+	/* Another thread may have opened one meanwhile: keep the first. */
+	if (!__atomic_compare_exchange_n(&f->direct_fd, &want, fd, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		if (fd >= 0)
+			SYS(SYS_close, fd);
+		fd = want;
+	}
+	return fd;
+}
+
 static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	static pthread_once_t read_ahead_once = PTHREAD_ONCE_INIT;
@@ -614,12 +683,17 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	long fd = SYS(SYS_openat, AT_FDCWD, fdpath(s.path[0], fd_of(ino)),
 		      open_flags(fi->flags), 0);
 
+	/* An append-only file opens only with O_APPEND: it keeps it. */
+	if (fd == -EPERM && (fi->flags & O_APPEND))
+		fd = SYS(SYS_openat, AT_FDCWD, fdpath(s.path[0], fd_of(ino)),
+			 open_flags(fi->flags) | O_APPEND, 0);
 	pthread_once(&read_ahead_once, widen_host_read_ahead);
+	if (fd >= 0)
+		fd = set_open_file(fi, fd);
 	if (fd < 0) {
 		fuse.reply_err(req, (int)-fd);
 		return;
 	}
-	fi->fh = fd;
 	fi->keep_cache = 1;	/* nobody else changes the file */
 	fuse.reply_open(req, fi);
 }
@@ -633,6 +707,8 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 
 	fd = SYS(SYS_openat, fd_of(parent), wpath(s.path[0], name),
 		 open_flags(fi->flags) | O_CREAT, mode);
+	if (fd >= 0)
+		fd = set_open_file(fi, fd);
 	if (fd < 0) {
 		fuse.reply_err(req, (int)-fd);
 		return;
@@ -641,11 +717,11 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (!err)
 		err = lookup(parent, name, &e);
 	if (err) {
-		SYS(SYS_close, fd);
+		SYS(SYS_close, file_fd(fi));
+		free(file_of(fi));
 		fuse.reply_err(req, (int)-err);
 		return;
 	}
-	fi->fh = fd;
 	fuse.reply_create(req, &e, fi);
 }
 
@@ -653,12 +729,19 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 		    struct fuse_file_info *fi)
 {
 	struct scratch s = scratch();
-	long n;
+	struct open_file *f = file_of(fi);
+	long n = -EINVAL, fd;
 
-	(void)ino;
 	if (size > MAX_IO)
 		size = MAX_IO;
-	n = SYS(SYS_pread64, fi->fh, (long)s.data, size, off);
+	if (size >= DIRECT_READ_MIN && !((size | off) % 4096)) {
+		fd = direct_fd(f, ino, &s);
+		if (fd >= 0)
+			n = SYS(SYS_pread64, fd, (long)s.data, size, off);
+	}
+	/* Small, unaligned, or failed (EINVAL: not here): the page cache. */
+	if (n < 0)
+		n = SYS(SYS_pread64, f->fd, (long)s.data, size, off);
 	if (n < 0)
 		fuse.reply_err(req, (int)-n);
 	else
@@ -675,7 +758,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	if (size > MAX_IO)
 		size = MAX_IO;
 	memcpy(s.data, buf, size);
-	n = SYS(SYS_pwrite64, fi->fh, (long)s.data, size, off);
+	n = SYS(SYS_pwrite64, file_fd(fi), (long)s.data, size, off);
 	if (n < 0)
 		fuse.reply_err(req, (int)-n);
 	else
@@ -685,8 +768,13 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 static void op_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
+	struct open_file *f = file_of(fi);
+
 	(void)ino;
-	SYS(SYS_close, fi->fh);
+	SYS(SYS_close, f->fd);
+	if (f->direct_fd >= 0)
+		SYS(SYS_close, f->direct_fd);
+	free(f);
 	fuse.reply_err(req, 0);
 }
 
@@ -695,7 +783,7 @@ static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 {
 	(void)ino;
 	fuse.reply_err(req, (int)-SYS(datasync ? SYS_fdatasync : SYS_fsync,
-				       fi->fh));
+				       file_fd(fi)));
 }
 
 /* --- directories ------------------------------------------------------------- */
@@ -755,7 +843,8 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 	pthread_mutex_lock(&d->lock);
 	if (off != d->offset) {
 		err = SYS(SYS_lseek, d->fd, off, SEEK_SET);
-		d->offset = off;
+		if (err >= 0)
+			d->offset = off;
 		d->len = d->pos = 0;
 	}
 	while (err >= 0) {
@@ -783,6 +872,13 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 
 			if (!dots) {
 				err = lookup(ino, de->d_name, &e);
+				/* Removed since it was listed: not there. */
+				if (err == -ENOENT) {
+					err = 0;
+					d->pos += de->d_reclen;
+					d->offset = de->d_off;
+					continue;
+				}
 				if (err)
 					break;
 			}
@@ -847,18 +943,12 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 
 /* --- the rest ---------------------------------------------------------------- */
 
-/* Whether the caller may change what only an owner may (allow_other). */
-static bool caller_is_owner(fuse_req_t req)
-{
-	const struct fuse_ctx *ctx = fuse.req_ctx(req);
-
-	return !ctx->uid || ctx->uid == getuid();
-}
-
 /*
  * The ioctls of chattr, lsattr and xfs_io (inode flags and the project
  * attributes) and of fstrim.  FUSE passes on only ioctls whose argument
- * size is in the command; these are such, and the file system's own.
+ * size is in the command; these are such, and the file system's own.  The
+ * host has checked that the caller owns the file, and may set the flags
+ * it sets, before it sends us the flags.
  */
 static void op_ioctl(fuse_req_t req, fuse_ino_t ino, int cmd, void *arg,
 		     struct fuse_file_info *fi, unsigned int flags,
@@ -894,13 +984,8 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, int cmd, void *arg,
 		fuse.reply_err(req, EINVAL);
 		return;
 	}
-	if (ucmd != FITRIM && (_IOC_DIR(ucmd) & _IOC_WRITE) &&
-	    !caller_is_owner(req)) {
-		fuse.reply_err(req, EPERM);
-		return;
-	}
 	fd = flags & FUSE_IOCTL_DIR ?
-		((struct dir *)(uintptr_t)fi->fh)->fd : (long)fi->fh;
+		((struct dir *)(uintptr_t)fi->fh)->fd : file_fd(fi);
 	if (_IOC_DIR(ucmd) & _IOC_WRITE)
 		memcpy(s.data, in, size);
 	ret = SYS(SYS_ioctl, fd, ucmd, (long)s.data);
@@ -1015,14 +1100,14 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 			 off_t offset, off_t length, struct fuse_file_info *fi)
 {
 	(void)ino;
-	fuse.reply_err(req, (int)-SYS(SYS_fallocate, fi->fh, mode, offset,
+	fuse.reply_err(req, (int)-SYS(SYS_fallocate, file_fd(fi), mode, offset,
 				       length));
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
-	long ret = SYS(SYS_lseek, fi->fh, off, whence);
+	long ret = SYS(SYS_lseek, file_fd(fi), off, whence);
 
 	(void)ino;
 	if (ret < 0)
@@ -1045,7 +1130,8 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
 	(void)ino_out;
 	offs[0] = off_in;
 	offs[1] = off_out;
-	n = SYS(SYS_copy_file_range, fi_in->fh, (long)&offs[0], fi_out->fh,
+	n = SYS(SYS_copy_file_range, file_fd(fi_in), (long)&offs[0],
+		file_fd(fi_out),
 		(long)&offs[1], len, flags);
 	if (n < 0)
 		fuse.reply_err(req, (int)-n);

@@ -10,10 +10,11 @@
  * while before it sleeps, so a program doing one system call after another
  * finds it awake, and it serves what it takes itself.
  *
- * When more requests are waiting behind one that may wait for the disk (a
- * large read or write, an fsync), another thread becomes the listener while
- * the first serves its request, so that it holds up nothing else: the
- * readahead of a sequential reader is served in parallel.  Handing over
+ * Another thread becomes the listener while the first serves a request
+ * that waits for the disk, so that it holds up nothing else: always for an
+ * fsync, and for a large read or write when more requests are waiting
+ * behind it (the readahead of a sequential reader is then served in
+ * parallel).  Handing over
  * on every request instead, as libfuse does, halves the speed of small
  * requests on two CPUs, and a thread polling the device while the one
  * request there is served takes a CPU that the kernel needs.
@@ -100,29 +101,37 @@ static int listen_device(struct server *s, struct fuse_buf *buf)
 	}
 }
 
-/* Whether the request in @buf may wait for the disk. */
-static int may_wait(const struct fuse_buf *buf)
+/* How long a request may keep its thread: what serving it may wait for. */
+enum wait {
+	WAITS_NOT,		/* the kernel's caches serve it */
+	WAITS_MAYBE,		/* a large read or write: the disk, perhaps */
+	WAITS_SURELY,		/* a flush to the disk, or a long copy */
+};
+
+static enum wait may_wait(const struct fuse_buf *buf)
 {
 	const struct fuse_in_header *in = buf->mem;
 	const void *arg = in + 1;
 
 	if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(*in))
-		return 1;	/* not ours to look into */
+		return WAITS_MAYBE;	/* not ours to look into */
 	switch (in->opcode) {
 	case FUSE_READ:
 		return buf->size >= sizeof(*in) + sizeof(struct fuse_read_in) &&
-		       ((const struct fuse_read_in *)arg)->size >= LARGE_IO;
+		       ((const struct fuse_read_in *)arg)->size >= LARGE_IO ?
+			       WAITS_MAYBE : WAITS_NOT;
 	case FUSE_WRITE:
 		return buf->size >= sizeof(*in) + sizeof(struct fuse_write_in) &&
-		       ((const struct fuse_write_in *)arg)->size >= LARGE_IO;
+		       ((const struct fuse_write_in *)arg)->size >= LARGE_IO ?
+			       WAITS_MAYBE : WAITS_NOT;
 	case FUSE_FSYNC:
 	case FUSE_FSYNCDIR:
 	case FUSE_FALLOCATE:
 	case FUSE_COPY_FILE_RANGE:
 	case FUSE_DESTROY:
-		return 1;
+		return WAITS_SURELY;
 	}
-	return 0;
+	return WAITS_NOT;
 }
 
 static int more_waiting(struct server *s)
@@ -167,6 +176,7 @@ static void *serve_requests(void *arg)
 	struct server *s = arg;
 	struct fuse_buf buf = { 0 };
 	int listening = 0, res;
+	enum wait wait;
 
 	for (;;) {
 		if (!listening)
@@ -175,7 +185,15 @@ static void *serve_requests(void *arg)
 		res = listen_device(s, &buf);
 		if (res <= 0)
 			break;
-		if (may_wait(&buf) && more_waiting(s)) {
+		/*
+		 * Another thread listens while this one waits: at once for a
+		 * flush (whatever comes next would wait for all of it), and
+		 * for a large read or write when requests are queued behind
+		 * it (alone, its wait is short, and waking a thread is not).
+		 */
+		wait = may_wait(&buf);
+		if (wait == WAITS_SURELY ||
+		    (wait == WAITS_MAYBE && more_waiting(s))) {
 			hand_over(s);
 			listening = 0;
 		}

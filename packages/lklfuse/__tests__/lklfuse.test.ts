@@ -331,6 +331,45 @@ while n < 3 << 20: n += os.copy_file_range(s, d, (3 << 20) - n)`, join(mnt, 'sou
     expect(before - fs.statSync(image).blocks * 512).toBeGreaterThanOrEqual(30 << 20);
   });
 
+  test('a directory listed while files in it are removed: the rest is all there', () => {
+    const dir = join(mnt, 'shrinking');
+    fs.mkdirSync(dir);
+    for (let i = 0; i < 300; i++) fs.writeFileSync(join(dir, `f${i}`), '');
+    // FUSE asks for each entry's attributes with the entry (READDIRPLUS, a
+    // page of entries at a time, for as long as the program stats them);
+    // two near the end go away after the first is listed.
+    const listed = run('python3', [
+      '-c',
+      `import os,sys
+gone = os.listdir(sys.argv[1])[250:252]
+names = []
+with os.scandir(sys.argv[1]) as it:
+    for e in it:
+        if not names:
+            for g in gone: os.unlink(os.path.join(sys.argv[1], g))
+        names.append(e.name)
+        e.stat(follow_symlinks=False)  # so FUSE keeps asking for READDIRPLUS
+print(len(set(names) - set(gone)))`,
+      dir,
+    ]);
+    expect(Number(listed)).toBe(298);
+  });
+
+  test('a shared mapping of a file opened for appending writes in place', () => {
+    const f = join(mnt, 'mapped');
+    fs.writeFileSync(f, Buffer.alloc(8192, 'a'));
+    run('python3', [
+      '-c',
+      `import mmap,os,sys
+fd = os.open(sys.argv[1], os.O_RDWR | os.O_APPEND)
+m = mmap.mmap(fd, 8192); m[100:105] = b'BBBBB'; m.flush(); m.close(); os.close(fd)`,
+      f,
+    ]);
+    const back = fs.readFileSync(f);
+    expect(back.length).toBe(8192);
+    expect(back.subarray(100, 105).toString()).toBe('BBBBB');
+  });
+
   test('flock and POSIX locks between programs', () => {
     const f = join(mnt, 'locked');
     fs.writeFileSync(f, '');
@@ -405,6 +444,15 @@ describe('as an ordinary user', () => {
       expect(denied.status).not.toBe(0);
       expect(denied.stderr).toMatch(/Permission denied/);
       expect(as(`touch ${mnt}/new`).stderr).toMatch(/Permission denied/);
+      // A setgid directory gives its group to what is made in it.
+      fs.mkdirSync(join(mnt, 'shared'));
+      fs.chownSync(join(mnt, 'shared'), 0, 100);
+      fs.chmodSync(join(mnt, 'shared'), 0o2777);
+      expect(as(`touch ${mnt}/shared/file && mkdir ${mnt}/shared/dir`).status).toBe(0);
+      for (const made of ['file', 'dir']) {
+        const st = fs.statSync(join(mnt, 'shared', made));
+        expect([st.uid, st.gid]).toEqual([NOBODY, 100]);
+      }
     } finally {
       m.unmount();
     }

@@ -245,10 +245,19 @@ int fuse_serve(const struct fuse_api *api, struct fuse_session *se,
 	if (!started)
 		stop(&s, -EAGAIN);
 
-	/* Until a thread sees the end, or a signal handler exits the session. */
-	while (sem_wait(&s.finished) < 0 && errno == EINTR &&
-	       !api->session_exited(se))
-		;
+	/*
+	 * Until a thread sees the end, or a signal handler exits the session.
+	 * A signal handled just before sem_wait() interrupts nothing: look
+	 * again every second.
+	 */
+	while (!api->session_exited(se)) {
+		struct timespec until;
+
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += 1;
+		if (!sem_timedwait(&s.finished, &until))
+			break;
+	}
 	/* Wakes the listener (poll) and the threads waiting for its turn. */
 	if (eventfd_write(s.stop_fd, 1) < 0)
 		stop(&s, -errno);

@@ -464,21 +464,24 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 /*
  * New entries belong to whoever made them, as on any filesystem; in a
  * setgid directory, to the directory's group, which the kernel gave them.
+ * File systems that keep no owners (vfat, exfat) refuse: the entry stays
+ * as they show it, and its making did not fail.
  */
 static long give_to_caller(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	const struct fuse_ctx *ctx = fuse.req_ctx(req);
 	struct scratch s = scratch();
 	struct stat *dir = s.stat;
-	long gid = ctx->gid;
+	long gid = ctx->gid, ret;
 
 	if (!ctx->uid && !ctx->gid)
 		return 0;
 	if (!SYS(SYS_newfstatat, fd_of(parent), wpath(s.path[0], ""),
 		 (long)dir, AT_EMPTY_PATH) && (dir->st_mode & S_ISGID))
 		gid = -1;
-	return SYS(SYS_fchownat, fd_of(parent), wpath(s.path[0], name),
-		   ctx->uid, gid, AT_SYMLINK_NOFOLLOW);
+	ret = SYS(SYS_fchownat, fd_of(parent), wpath(s.path[0], name),
+		  ctx->uid, gid, AT_SYMLINK_NOFOLLOW);
+	return ret == -EPERM ? 0 : ret;
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,

@@ -458,6 +458,22 @@ describe('as an ordinary user', () => {
     }
   });
 
+  test('allow_other on vfat, which keeps no owners: others make files and directories', () => {
+    const image = freshImage('vfat', 'others-fat');
+    const mnt = mountpoint('others-fat');
+    const m = mountImage(image, mnt, 'allow_other,opts=umask=000');
+    try {
+      const made = spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'sh', '-c', `touch ${mnt}/file && mkdir ${mnt}/dir`], {
+        encoding: 'utf8',
+      });
+      expect(made.stderr).toBe('');
+      expect(made.status).toBe(0);
+      expect(fs.statSync(join(mnt, 'dir')).isDirectory()).toBe(true);
+    } finally {
+      m.unmount();
+    }
+  });
+
   test('files a user creates are theirs in the image', () => {
     const image = freshImage('ext4', 'user-rw');
     const mnt = mountpoint('user-rw');

@@ -9,6 +9,8 @@ export const EXIT_OK = 0;
 export const EXIT_SOME_FAILED = 1;
 /** Bad usage, or a failure that stopped everything. */
 export const EXIT_FATAL = 2;
+/** Stopped by SIGINT or SIGTERM, as shells report a SIGINT (128 + 2). */
+export const EXIT_INTERRUPTED = 130;
 
 export function versionText(command: string, version: string): string {
   return `${command} ${version} (lkl-um; Linux ${KERNEL_RELEASE}, UML library mode)`;
@@ -128,7 +130,8 @@ export function parseCommandLine(cmd: { parse(argv: string[]): unknown }, argv: 
 /** A commander parser for an option that takes a whole number. */
 export function integerOption(what: string): (value: string) => number {
   return (value) => {
-    if (!/^\d+$/.test(value)) throw new Error(`${what} must be a number: ${value}`);
+    // The code makes commander say so, as for its own usage errors.
+    if (!/^\d+$/.test(value)) throw Object.assign(new Error(`${what} must be a number`), { code: 'commander.invalidArgument' });
     return Number(value);
   };
 }

@@ -14,6 +14,8 @@ const DISK_READONLY = 1;
 
 const EBUSY = 16;
 const EROFS = 30;
+/** File systems with a journal that a read-only mount may skip (norecovery). */
+const JOURNALED = new Set(['ext3', 'ext4', 'xfs']);
 const EACCES = 13;
 const ENODEV = 19;
 
@@ -303,7 +305,13 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const tried: string[] = [];
   try {
     for (const type of types) {
-      const ret = await kernel.mountRaw(device, target, type, flags, options.options);
+      let ret = await kernel.mountRaw(device, target, type, flags, options.options);
+      // A journal to replay, which a read-only disk cannot take: mounted as
+      // `mount -o ro,norecovery` would, without what the journal holds.
+      if (-ret === EROFS && readOnly && JOURNALED.has(type)) {
+        const norecovery = options.options ? `${options.options},norecovery` : 'norecovery';
+        ret = await kernel.mountRaw(device, target, type, flags, norecovery);
+      }
       if (ret === 0) return target;
       tried.push(`${type}: ${new KernelError(-ret, 'mount').code}`);
       if (-ret === EACCES && !readOnly) {

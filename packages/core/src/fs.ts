@@ -787,9 +787,13 @@ export class FileHandle {
 }
 
 /**
- * Moves `total` bytes in chunks of CHUNK, DEPTH at once, each through a
- * window buffer of its own.  step(buf, at, len) moves [at, at + len) and
+ * Moves `total` bytes in chunks of CHUNK, up to DEPTH at once, each through
+ * a window buffer of its own.  step(buf, at, len) moves [at, at + len) and
  * returns how many bytes it moved; a short step ends the transfer there.
+ * The first buffer may wait for room in the window; the others are taken
+ * only while there is room.  On a failed step the others stop, and the
+ * transfer ends only when none is still in flight: the caller may close
+ * the file then.
  */
 async function transferChunks(
   kernel: Kernel,
@@ -798,21 +802,36 @@ async function transferChunks(
 ): Promise<number> {
   if (total === 0) return 0;
   let next = 0;
-  let end = total; // lowered by a short step
-  const workers = Math.min(DEPTH, Math.ceil(total / CHUNK));
-  await Promise.all(
-    Array.from({ length: workers }, () =>
-      kernel.withBuffer(Math.min(CHUNK, total), async (buf) => {
+  let end = total; // lowered by a short step, or to stop
+  const size = Math.min(CHUNK, total);
+  const buffers = [(await kernel.transferBuffer(size, true))!];
+  try {
+    for (let i = 1; i < Math.min(DEPTH, Math.ceil(total / CHUNK)); i++) {
+      const buf = await kernel.transferBuffer(size, false);
+      if (!buf) break;
+      buffers.push(buf);
+    }
+    const results = await Promise.allSettled(
+      buffers.map(async (buf) => {
         while (next < end) {
           const at = next;
           const len = Math.min(CHUNK, end - at);
           next += len;
-          const n = await step(buf, at, len);
-          if (n < len) end = Math.min(end, at + n);
+          try {
+            const n = await step(buf, at, len);
+            if (n < len) end = Math.min(end, at + n);
+          } catch (e) {
+            end = next = 0;
+            throw e;
+          }
         }
       }),
-    ),
-  );
+    );
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  } finally {
+    for (const buf of buffers) buf.free();
+  }
   return end;
 }
 

@@ -1,9 +1,12 @@
 // What the disk tools share: boot a kernel for one image, plug it in,
 // mount it, and take it all down cleanly at the end, or on Ctrl-C.
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, openSync } from 'node:fs';
+import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import type { Disk } from './disk';
 import { Kernel, parseSize } from './kernel';
+
+/** How long (in tenths of a second) a busy unmount is retried on close. */
+const UMOUNT_TRIES = 50;
 
 export interface ImageOptions {
   /** The image file. */
@@ -48,6 +51,7 @@ export function createImage(image: string, size: string, type: string): void {
     execFileSync(mkfs, [...(force[type] ?? []), image], { stdio: ['ignore', 'ignore', 'pipe'] });
   } catch (e) {
     const err = e as NodeJS.ErrnoException & { stderr?: Buffer };
+    rmSync(image, { force: true }); // no half-made image to trip over next time
     throw new Error(
       err.code === 'ENOENT'
         ? `cannot make ${image}: ${mkfs} is not installed`
@@ -81,10 +85,20 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
       root,
       close: () =>
         (closing ??= (async () => {
-          // Still busy (a failed operation left files open): detach it; the
-          // kernel's halt unmounts it for good once they are closed.
-          await kernel.umount(root).catch(() => kernel.umount(root, { lazy: true }));
-          await disk.remove().catch(() => undefined);
+          // Calls still in flight keep it busy for a moment: wait for them.
+          // Failing that, the disk stays: the kernel's halt closes every
+          // file and unmounts it, where pulling the disk would abort the
+          // file system's journal.
+          for (let tries = 0; ; tries++) {
+            try {
+              await kernel.umount(root);
+              await disk.remove().catch(() => undefined);
+              break;
+            } catch (e) {
+              if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || tries === UMOUNT_TRIES) break;
+              await new Promise((r) => setTimeout(r, 100));
+            }
+          }
           await kernel.shutdown();
         })()),
     };

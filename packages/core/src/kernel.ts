@@ -119,6 +119,11 @@ class CallTable {
   }
 }
 
+/** The window's heap gives each buffer a power-of-two block, 64 bytes or more. */
+function windowBlock(size: number): number {
+  return Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(size, 1))));
+}
+
 export class Kernel {
   /** The system calls, by name: `await k.sys.getpid()`.  Negative results throw. */
   readonly sys: Sys;
@@ -258,12 +263,52 @@ export class Kernel {
 
   /** Allocates a buffer in the window; free it with buffer.free(). */
   alloc(size: number): WindowBuffer {
+    const buf = this.#tryAlloc(size);
+    if (!buf) throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window`);
+    return buf;
+  }
+
+  /** The window's bytes taken by live buffers (blocks are powers of two). */
+  #windowInUse = 0;
+  /** Buffers for bulk transfers that are live, and who waits for one. */
+  #transferBuffers = 0;
+  #windowWaiters: (() => void)[] = [];
+
+  #tryAlloc(size: number, onFree?: () => void): WindowBuffer | undefined {
     const native = this.#alive();
     const offset = native.alloc(Math.max(size, 1));
-    if (offset < 0) {
-      throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window`);
+    if (offset < 0) return undefined;
+    const block = windowBlock(size);
+    this.#windowInUse += block;
+    return new WindowBuffer(this, native, offset, size, () => {
+      this.#windowInUse -= block;
+      onFree?.();
+      for (const wake of this.#windowWaiters.splice(0)) wake();
+    });
+  }
+
+  /**
+   * A buffer for a bulk transfer.  Many transfers at once share the window
+   * rather than fail with ENOMEM: together they take no more than three
+   * quarters of it, which leaves room for the small buffers of other calls.
+   * With `wait`, waits until another transfer gives one back when there is
+   * no room (or takes it over the share when no transfer holds any);
+   * without, returns undefined.
+   */
+  async transferBuffer(size: number, wait: boolean): Promise<WindowBuffer | undefined> {
+    const onFree = () => this.#transferBuffers--;
+    for (;;) {
+      const room = this.#windowInUse + windowBlock(size) <= (this.memory.length * 3) / 4;
+      const alone = wait && this.#transferBuffers === 0;
+      const buf = room || alone ? this.#tryAlloc(size, onFree) : undefined;
+      if (buf) {
+        this.#transferBuffers++;
+        return buf;
+      }
+      if (!wait) return undefined;
+      if (alone) throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window`);
+      await new Promise<void>((wake) => this.#windowWaiters.push(wake));
     }
-    return new WindowBuffer(this, native, offset, size);
   }
 
   /** Runs fn with a window buffer that is freed afterwards. */

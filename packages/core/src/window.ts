@@ -9,9 +9,17 @@ export class WindowBuffer {
   /** Its bytes, as a Buffer over the window (no copy). */
   readonly bytes: Buffer;
   #native: NativeKernel | undefined;
+  readonly #onFree: (() => void) | undefined;
 
-  constructor(kernel: Kernel, native: NativeKernel, readonly offset: number, readonly size: number) {
+  constructor(
+    kernel: Kernel,
+    native: NativeKernel,
+    readonly offset: number,
+    readonly size: number,
+    onFree?: () => void,
+  ) {
     this.#native = native;
+    this.#onFree = onFree;
     this.address = kernel.windowBase + offset;
     this.bytes = kernel.memory.subarray(offset, offset + size);
   }
@@ -24,8 +32,10 @@ export class WindowBuffer {
   }
 
   free(): void {
-    this.#native?.free(this.offset);
+    if (!this.#native) return;
+    this.#native.free(this.offset);
     this.#native = undefined;
+    this.#onFree?.();
   }
 }
 

@@ -1,7 +1,7 @@
 // cptofs and cpfromfs, run as the commands they are, on real images: a tree
 // of every kind of entry goes in, is checked through a host loop mount
 // entry by entry (stat and xattrs), comes back out, and is checked again.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
@@ -180,6 +180,9 @@ describe('errors', () => {
     expect(r.stderr).toMatch(/is not a directory/);
     r = cli('cptofs', ['-i', image]);
     expect(r.status).toBe(2);
+    r = cli('cptofs', ['-i', image, '--mb', 'lots', tree, '/']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/--mb must be a number/);
   });
 
   test('a full image: ENOSPC named, exit 1, what fit is intact and fsck clean', () => {
@@ -210,5 +213,119 @@ describe('errors', () => {
     } finally {
       run('chattr', ['-i', image]);
     }
+  });
+});
+
+describe('many at once, interruptions, links and odd paths', () => {
+  const freshImage = (name: string, size = 512 << 20) => {
+    const image = join(work, name);
+    fs.rmSync(image, { force: true });
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, size);
+    run('mkfs.ext4', ['-q', '-F', image]);
+    return image;
+  };
+  const sum = (path: string) => createHash('sha256').update(fs.readFileSync(path)).digest('hex');
+
+  test('a dozen 20 MiB files at once share the window: all go in whole', () => {
+    const src = join(work, 'dozen');
+    fs.mkdirSync(src, { recursive: true });
+    for (let i = 0; i < 12; i++) fs.writeFileSync(join(src, `f${i}`), Buffer.alloc(20 << 20, i + 1));
+    const image = freshImage('dozen.img');
+    const r = cli('cptofs', ['-i', image, src, '/']);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    run('e2fsck', ['-fn', image]);
+    withLoop(image, (mnt) => {
+      for (let i = 0; i < 12; i++) expect(sum(join(mnt, 'dozen', `f${i}`))).toBe(sum(join(src, `f${i}`)));
+    });
+  });
+
+  test('SIGINT in the middle: exit 130, the image unmounted clean', async () => {
+    const src = join(work, 'long');
+    fs.mkdirSync(src, { recursive: true });
+    const block = Buffer.alloc(32 << 20, 7);
+    for (let i = 0; i < 24; i++) fs.writeFileSync(join(src, `f${i}`), block);
+    const image = freshImage('interrupted.img', 1 << 30);
+    const child = spawn(process.execPath, [bin('cptofs'), '-i', image, src, '/'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d) => (stderr += d));
+    setTimeout(() => child.kill('SIGINT'), 300);
+    const status = await new Promise<number | null>((done) => child.on('exit', (code) => done(code)));
+    expect(stderr).toBe('cptofs: interrupted: syncing and unmounting what was copied\n');
+    expect(status).toBe(130);
+    run('e2fsck', ['-fn', image]);
+  });
+
+  test('hard links of every kind stay links, also over an earlier copy', () => {
+    const src = join(work, 'links');
+    fs.mkdirSync(src, { recursive: true });
+    fs.writeFileSync(join(src, 'a'), 'x');
+    fs.linkSync(join(src, 'a'), join(src, 'b'));
+    run('mkfifo', [join(src, 'p')]);
+    fs.linkSync(join(src, 'p'), join(src, 'p2'));
+    fs.symlinkSync('a', join(src, 's'));
+    fs.linkSync(join(src, 's'), join(src, 's2'));
+    const image = freshImage('links.img', 64 << 20);
+    expect(cli('cptofs', ['-i', image, src, '/']).status).toBe(0);
+    const again = cli('cptofs', ['-i', image, src, '/']);
+    expect(again.stderr).toBe('');
+    expect(again.status).toBe(0);
+    run('e2fsck', ['-fn', image]);
+    withLoop(image, (mnt) => {
+      const ino = (name: string) => fs.lstatSync(join(mnt, 'links', name)).ino;
+      expect(ino('b')).toBe(ino('a'));
+      expect(ino('p2')).toBe(ino('p'));
+      expect(ino('s2')).toBe(ino('s'));
+    });
+  });
+
+  test('a dangling symlink goes in as one; .. does not leave the image; cpfromfs of / copies its contents', () => {
+    const dangling = join(work, 'dangling');
+    fs.rmSync(dangling, { force: true });
+    fs.symlinkSync('/nowhere/at/all', dangling);
+    const file = join(work, 'plain.txt');
+    fs.writeFileSync(file, 'plain');
+    const image = freshImage('paths.img', 64 << 20);
+    expect(cli('cptofs', ['-i', image, dangling, '/']).status).toBe(0);
+    expect(cli('cptofs', ['-i', image, file, '../../escaped.txt']).status).toBe(0);
+    const out = join(work, 'root-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.mkdirSync(out);
+    expect(cli('cpfromfs', ['-i', image, '/', out]).status).toBe(0);
+    expect(fs.readlinkSync(join(out, 'dangling'))).toBe('/nowhere/at/all');
+    expect(fs.readFileSync(join(out, 'escaped.txt'), 'utf8')).toBe('plain');
+    expect(fs.readdirSync(out).sort()).toEqual(['dangling', 'escaped.txt', 'lost+found']);
+  });
+
+  test('cpfromfs reads an image whose journal still needs replaying', () => {
+    const image = freshImage('journal.img', 64 << 20);
+    const copy = join(work, 'journal-copy.img');
+    const mnt = tempDir('lkl-um-journal-');
+    run('mount', ['-o', 'loop', image, mnt]);
+    try {
+      fs.writeFileSync(join(mnt, 'f'), 'in the image');
+      run('sync', []);
+      fs.copyFileSync(image, copy); // as if the machine stopped here
+    } finally {
+      run('umount', [mnt]);
+      fs.rmdirSync(mnt);
+    }
+    expect(run('dumpe2fs', ['-h', copy])).toMatch(/needs_recovery/);
+    const out = join(work, 'journal-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.mkdirSync(out);
+    const r = cli('cpfromfs', ['-i', copy, '/f', out]);
+    expect(r.stderr).toBe('');
+    expect(fs.readFileSync(join(out, 'f'), 'utf8')).toBe('in the image');
+  });
+
+  test('--create whose mkfs fails leaves no image behind', () => {
+    const image = join(work, 'too-small.img');
+    fs.rmSync(image, { force: true });
+    const r = cli('cptofs', ['-i', image, '-t', 'xfs', '--create', '16M', join(tree, 'file'), '/']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/mkfs\.xfs failed/);
+    expect(fs.existsSync(image)).toBe(false);
   });
 });

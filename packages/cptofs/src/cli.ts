@@ -2,9 +2,9 @@
 // argument but the last is a source and the last is the destination;
 // cptofs copies from the host into the image, cpfromfs out of it.
 import { Command, Option } from 'commander';
-import { basename, dirname, resolve } from 'node:path';
-import { stat as hostStat } from 'node:fs/promises';
-import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { basename, dirname, posix, resolve } from 'node:path';
+import { lstat as hostLstat } from 'node:fs/promises';
+import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
@@ -149,12 +149,15 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     create: o.create,
   });
   let interrupted = false;
+  let copier: TreeCopier | undefined;
+  // The first signal stops the copy: what is in flight finishes, then the
+  // image is unmounted cleanly.  A second one exits at once.
   const onSignal = () => {
-    if (interrupted) process.exit(130);
+    if (interrupted) process.exit(EXIT_INTERRUPTED);
     interrupted = true;
     report.stopProgress();
     process.stderr.write(`${name}: interrupted: syncing and unmounting what was copied\n`);
-    image.close().finally(() => process.exit(130));
+    copier?.cancel();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -165,9 +168,11 @@ async function main(name: Direction, argv: string[]): Promise<number> {
   process.umask(0);
   const inImage = kernelSide(k);
   const [from, to] = into ? [hostSide, inImage] : [inImage, hostSide];
-  const inside = (p: string) => `${image.root}/${p.replace(/^\/+/, '')}`.replace(/\/+$/, '') || image.root;
+  // A path in the image, from its root: '..' does not leave it.
+  const inside = (p: string) => `${image.root}${posix.normalize(`/${p}`)}`.replace(/\/+$/, '') || image.root;
   copyOptions.display = (p) => (p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
-  const copier = new TreeCopier(from, to, copyOptions, report);
+  copier = new TreeCopier(from, to, copyOptions, report);
+  if (interrupted) copier.cancel();
   const started = Date.now();
   await report.startProgress(() => {
     const s = (Date.now() - started) / 1000 || 1;
@@ -205,7 +210,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
       const from_ = into ? resolve(src) : inside(src);
       if (into) {
         try {
-          await hostStat(from_);
+          await hostLstat(from_); // a dangling symlink is copied as one
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
             report.error(`cannot stat '${src}': No such file or directory`);
@@ -214,13 +219,15 @@ async function main(name: Direction, argv: string[]): Promise<number> {
         }
       }
       const name_ = basename(from_.replace(/\/+$/, '')) || basename(src);
-      const target = destIsDir ? `${dest}/${name_}` : dest;
+      // The image's root has no name of its own: its contents go to dest.
+      const target = destIsDir && from_ !== image.root ? `${dest}/${name_}` : dest;
       await copier.copy(from_, target, name_);
     }
   } finally {
     report.stopProgress();
-    if (!interrupted) await image.close();
+    await image.close();
   }
+  if (interrupted) return EXIT_INTERRUPTED;
   report.summarize();
   return report.errors ? EXIT_SOME_FAILED : EXIT_OK;
 }

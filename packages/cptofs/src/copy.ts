@@ -270,21 +270,44 @@ export class TreeCopier {
     return this.options.display ? this.options.display(path) : path;
   }
 
+  /* An error's message, with the paths it quotes shown as the user gave them. */
+  #explain(e: unknown): string {
+    return errorText(e).replace(/'([^']*)'/g, (_, path: string) => `'${this.#show(path)}'`);
+  }
+
+  #cancelled = false;
+
+  /**
+   * Stops the copy: no entry is started after this, and files being copied
+   * stop at their next chunk.  copy() then returns once what was in flight
+   * is done, so that the image can be unmounted cleanly.
+   */
+  cancel(): void {
+    this.#cancelled = true;
+  }
+
+  #checkCancelled(): void {
+    if (this.#cancelled) throw Object.assign(new Error('cancelled'), { skipped: true });
+  }
+
   /** Copies `src` (on `from`) to `dest` (on `to`); `rel` names it for --exclude. */
   async copy(src: string, dest: string, rel: string): Promise<void> {
-    if (this.options.exclude.excludes(rel)) return;
+    if (this.#cancelled || this.options.exclude.excludes(rel)) return;
     let st: Status;
     try {
       st = await this.from.lstat(src);
     } catch (e) {
-      this.report.error(`cannot stat '${this.#show(src)}': ${errorText(e)}`);
+      this.report.error(`cannot stat '${this.#show(src)}': ${this.#explain(e)}`);
       return;
     }
     try {
       if (isDir(st.mode)) return await this.#copyDir(src, dest, rel, st);
-      await this.#limit.run(() => this.#copyEntry(src, dest, st));
+      await this.#limit.run(() => {
+        this.#checkCancelled();
+        return this.#copyEntry(src, dest, st);
+      });
     } catch (e) {
-      if (!skipped(e)) this.report.error(`cannot copy '${this.#show(src)}' to '${this.#show(dest)}': ${errorText(e)}`);
+      if (!skipped(e)) this.report.error(`cannot copy '${this.#show(src)}' to '${this.#show(dest)}': ${this.#explain(e)}`);
     }
   }
 
@@ -299,16 +322,16 @@ export class TreeCopier {
     try {
       names = await this.from.readdir(src);
     } catch (e) {
-      this.report.error(`cannot read directory '${this.#show(src)}': ${errorText(e)}`);
+      this.report.error(`cannot read directory '${this.#show(src)}': ${this.#explain(e)}`);
       names = [];
     }
     await Promise.all(names.map((n) => this.copy(`${src}/${n}`, `${dest}/${n}`, `${rel}/${n}`)));
-    await this.#metadata(src, dest, st);
+    if (!this.#cancelled) await this.#metadata(src, dest, st);
   }
 
   async #copyEntry(src: string, dest: string, st: Status): Promise<void> {
     const { preserve } = this.options;
-    if (isReg(st.mode) && st.nlink > 1 && preserve.links) {
+    if (st.nlink > 1 && preserve.links) { // files, symlinks, FIFOs, devices: not directories
       // The first name of an inode is copied; the others link to it.
       const key = `${st.dev}:${st.ino}`;
       const first = this.#links.get(key);
@@ -316,7 +339,12 @@ export class TreeCopier {
         const target = await first;
         if (target !== undefined) {
           try {
-            await this.to.link(target, dest);
+            await this.to.link(target, dest).catch(async (e: NodeJS.ErrnoException) => {
+              // Over an earlier copy, as a file is: replace what is there.
+              if (e.code !== 'EEXIST' || isDir((await this.to.lstat(dest)).mode)) throw e;
+              await this.to.unlink(dest);
+              await this.to.link(target, dest);
+            });
             this.report.verbose(`'${this.#show(src)}' => '${this.#show(dest)}'`);
             this.progress.files++;
             return;
@@ -400,23 +428,29 @@ export class TreeCopier {
         const extents = sparse ? await reader.extents(st.size) : [[0, st.size] as [number, number]];
         let buf = Buffer.allocUnsafe(Math.min(CHUNK, Math.max(st.size, 1)));
         let spare = Buffer.allocUnsafe(buf.length);
-        for (const [start, end] of extents) {
-          // Read the next chunk while the last one is written.
-          let pending: Promise<void> | undefined;
-          for (let at = start; at < end; ) {
-            const len = Math.min(buf.length, end - at);
-            const n = await reader.read(len === buf.length ? buf : buf.subarray(0, len), at);
-            if (n === 0) break;
-            await pending;
-            const chunk = buf.subarray(0, n);
-            const position = at;
-            pending = writer.write(chunk, position).then(() => {
-              this.progress.bytes += n;
-            });
-            [buf, spare] = [spare, buf];
-            at += n;
+        // Read the next chunk while the last one is written.
+        let pending: Promise<void> | undefined;
+        try {
+          for (const [start, end] of extents) {
+            for (let at = start; at < end; ) {
+              this.#checkCancelled();
+              const len = Math.min(buf.length, end - at);
+              const n = await reader.read(len === buf.length ? buf : buf.subarray(0, len), at);
+              if (n === 0) break;
+              await pending;
+              const chunk = buf.subarray(0, n);
+              const position = at;
+              pending = writer.write(chunk, position).then(() => {
+                this.progress.bytes += n;
+              });
+              pending.catch(() => undefined); // awaited; a read may fail first
+              [buf, spare] = [spare, buf];
+              at += n;
+            }
           }
           await pending;
+        } finally {
+          await pending?.catch(() => undefined); // never close under a write
         }
         if (extents.at(-1)?.[1] !== st.size) await writer.truncate(st.size);
       } finally {
@@ -460,7 +494,7 @@ export class TreeCopier {
       try {
         names = await this.from.listxattr(src);
       } catch (e) {
-        this.report.error(`cannot list the extended attributes of '${this.#show(src)}': ${errorText(e)}`);
+        this.report.error(`cannot list the extended attributes of '${this.#show(src)}': ${this.#explain(e)}`);
       }
       for (const name of names) {
         if (selinux && name === 'security.selinux') continue;
@@ -484,7 +518,7 @@ export class TreeCopier {
   /* What the destination cannot hold is a warning; anything else an error. */
   #lost(e: unknown, kind: string, what: string, src: string): void {
     if (unsupported(e)) this.report.warn(kind, `${this.to.name} cannot keep ${what}, like those of '${this.#show(src)}'`);
-    else this.report.error(`cannot set the ${what} of '${this.#show(src)}': ${errorText(e)}`);
+    else this.report.error(`cannot set the ${what} of '${this.#show(src)}': ${this.#explain(e)}`);
   }
 }
 

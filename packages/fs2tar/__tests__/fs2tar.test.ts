@@ -202,3 +202,84 @@ describe('errors', () => {
     expect(r.stderr).toMatch(/fs2tar: the archive's reader went away \(EPIPE\)/);
   });
 });
+
+describe('odd outputs, unreadable files, old times, long links', () => {
+  let image: string;
+  beforeAll(() => {
+    const src = join(work, 'odd-src');
+    const deep = `${'s'.repeat(50)}/${'t'.repeat(50)}`;
+    fs.mkdirSync(join(src, deep), { recursive: true });
+    fs.writeFileSync(join(src, 'old'), 'hi');
+    fs.symlinkSync(`${deep}/${'u'.repeat(50)}`, join(src, 'longlink'));
+    // Two seconds before 1970, and an xattr whose name holds '='.
+    run('python3', ['-c', 'import os,sys; os.setxattr(sys.argv[1], "user.a=b", b"eq"); os.utime(sys.argv[1], (-2, -2))', join(src, 'old')]);
+    image = join(work, 'odd.img');
+    fs.rmSync(image, { force: true });
+    run('mke2fs', ['-q', '-t', 'ext4', '-d', src, image, '64M']);
+  });
+
+  test('a FIFO or a symlink as the output is written to, not replaced', () => {
+    const fifo = join(work, 'archive-fifo');
+    fs.rmSync(fifo, { force: true });
+    run('mkfifo', [fifo]);
+    // (Were the FIFO replaced, its reader would wait for ever: hence timeout.)
+    const reader = spawnSync('sh', ['-c', `timeout 60 cat ${fifo} > ${fifo}.out & ${process.execPath} ${fs2tar} ${image} ${fifo}; wait`], {
+      encoding: 'utf8',
+      timeout: 120_000,
+    });
+    expect(reader.status).toBe(0);
+    expect(fs.lstatSync(fifo).isFIFO()).toBe(true);
+    expect(run('tar', ['-tf', `${fifo}.out`])).toMatch(/\.\/old/);
+
+    const link = join(work, 'archive-link');
+    const target = join(work, 'archive-target.tar');
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(target, link);
+    expect(cli([image, link]).status).toBe(0);
+    expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
+    expect(run('tar', ['-tf', target])).toMatch(/\.\/old/);
+  });
+
+  test('times before 1970, a long link target with slashes, an xattr name with =: as GNU tar has them', () => {
+    const archive = join(work, 'odd.tar');
+    const r = cli([image, archive]);
+    expect(r.stderr).toBe('');
+    const listing = spawnSync('tar', ['--full-time', '-tvf', archive], { encoding: 'utf8' });
+    expect(listing.status).toBe(0);
+    expect(listing.stdout).toMatch(/1969-12-31 23:59:58 \.\/old/);
+    expect(listing.stdout).toContain(`./longlink -> ${'s'.repeat(50)}/${'t'.repeat(50)}/${'u'.repeat(50)}\n`);
+    const out = join(work, 'odd-out');
+    untar(archive, out);
+    expect(fs.statSync(join(out, 'old')).mtimeMs).toBe(-2000);
+    expect(run('python3', ['-c', 'import os,sys; print(os.getxattr(sys.argv[1], "user.a=b").decode())', join(out, 'old')]).trim()).toBe('eq');
+  });
+
+  test('-C stays in the image and must name a directory', () => {
+    const up = cli(['-C', '../..', image, join(work, 'up.tar')]);
+    expect(up.status).toBe(0);
+    expect(run('tar', ['-tf', join(work, 'up.tar')]).split('\n')).toContain('./old');
+    const file = cli(['-C', '/old', image, join(work, 'file.tar')]);
+    expect(file.status).toBe(2);
+    expect(file.stderr).toMatch(/\/old: no such directory in the image/);
+  });
+
+  test('a file the kernel cannot read: named, padded with zeros, the rest archived; exit 1', () => {
+    const src = join(work, 'squash-src');
+    fs.mkdirSync(src, { recursive: true });
+    fs.writeFileSync(join(src, 'big'), Array.from({ length: 40000 }, (_, i) => `line ${i} of a compressible file\n`).join(''));
+    fs.writeFileSync(join(src, 'zlast'), 'tail');
+    const squash = join(work, 'bad.squashfs');
+    fs.rmSync(squash, { force: true });
+    run('mksquashfs', [src, squash, '-quiet', '-noappend']);
+    const bytes = fs.readFileSync(squash);
+    for (let i = 2000; i < 2400; i++) bytes[i] ^= 0x55; // inside big's first data block
+    fs.writeFileSync(squash, bytes);
+    const archive = join(work, 'bad.tar');
+    const r = cli([squash, archive]);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/fs2tar: cannot read '\/big': EIO.*padded with zeros/);
+    const listing = run('tar', ['-tvf', archive]);
+    expect(listing).toMatch(new RegExp(` ${fs.statSync(join(src, 'big')).size} .* \\./big`));
+    expect(listing).toMatch(/\.\/zlast/);
+  });
+});

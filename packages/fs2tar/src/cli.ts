@@ -1,8 +1,8 @@
 // fs2tar: export a filesystem image to a tar archive, with the kernel's own
 // driver.  The image is opened read-only and never modified.
 import { Command, Option } from 'commander';
-import { createWriteStream, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, basename, join } from 'node:path';
+import { createWriteStream, lstatSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { dirname, basename, join, posix } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
@@ -113,9 +113,11 @@ async function main(argv: string[]): Promise<number> {
     printk: o.printk,
   });
   const k = image.kernel;
-  // Written to a temporary name, renamed only once complete: a failed
-  // export leaves no archive that looks whole.
-  const partial = toStdout ? undefined : join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
+  // A regular file (or a new one) is written under a temporary name and
+  // renamed once complete: a failed export leaves no archive that looks
+  // whole.  Anything else (a device, a FIFO, a symlink to one) is written
+  // to as it is, as tar does: renaming over it would replace it.
+  const partial = toStdout || !replaceable(target) ? undefined : join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
   let interrupted = false;
   const onSignal = () => {
     interrupted = true;
@@ -127,7 +129,8 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   const selinux: string[] | undefined = o.selinux ? [] : undefined;
-  const root = o.directory ? `${image.root}/${o.directory.replace(/^\/+/, '')}`.replace(/\/+$/, '') : image.root;
+  // -C names a directory from the image's root: '..' does not leave it.
+  const root = o.directory ? `${image.root}${posix.normalize(`/${o.directory}`)}`.replace(/\/+$/, '') : image.root;
   const options: ExportOptions = {
     format: o.format,
     exclude: new Excluder(o.exclude),
@@ -140,9 +143,11 @@ async function main(argv: string[]): Promise<number> {
   const display = (p: string) => (p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
 
   try {
-    await k.fs.access(root).catch(() => {
-      throw new Error(`${o.directory}: no such directory in the image`);
-    });
+    const isDirectory = await k.fs.stat(root).then(
+      (st) => st.isDirectory(),
+      () => false,
+    );
+    if (!isDirectory) throw new Error(`${o.directory}: no such directory in the image`);
     const pack = tarPack();
     useOwnHeaders(pack);
     const exporter = new TarExporter(k, pack, options, report);
@@ -153,7 +158,7 @@ async function main(argv: string[]): Promise<number> {
     });
 
     const compress = o.gzip ? [zlib.createGzip()] : o.zstd ? [(zlib as unknown as { createZstdCompress(): NodeJS.ReadWriteStream }).createZstdCompress()] : [];
-    const out = toStdout ? process.stdout : createWriteStream(partial!);
+    const out = toStdout ? process.stdout : createWriteStream(partial ?? target);
     let writeError: NodeJS.ErrnoException | undefined;
     const writing = pipeline(pack, ...(compress as []), out).catch((e: NodeJS.ErrnoException) => {
       writeError = e;
@@ -190,4 +195,13 @@ export function cli(): void {
   // A reader that goes away (| head) must not kill us before we clean up.
   process.stdout.on('error', () => undefined);
   run('fs2tar', () => main(process.argv));
+}
+
+/* Whether the archive may be written beside `target` and renamed over it. */
+function replaceable(target: string): boolean {
+  try {
+    return lstatSync(target).isFile();
+  } catch {
+    return true; // not there yet
+  }
 }

@@ -6,7 +6,7 @@
 import { CONSTANTS as C, Excluder, Kernel, KernelError, Reporter } from '@lkl-um/core';
 import type { BigIntStats } from '@lkl-um/core';
 import type { Pack } from 'tar-stream';
-import { asciiStandIn, fitsUstar, header, paxRecords, TarHeader } from './headers';
+import { asciiStandIn, fitsLinkname, fitsUstar, header, paxRecords, TarHeader } from './headers';
 
 export interface ExportOptions {
   format: 'pax' | 'gnu';
@@ -45,9 +45,11 @@ const NS = 1_000_000_000n;
 
 const typeOf = (mode: number) => mode & C.S_IFMT;
 
+/* A pax time: its sign, then seconds and a fraction (-1.5 is 1.5 s before 1970). */
 function paxTime(ns: bigint): string {
-  const sec = ns / NS - (ns % NS < 0n ? 1n : 0n);
-  const frac = ns - sec * NS;
+  if (ns < 0n) return `-${paxTime(-ns)}`;
+  const sec = ns / NS;
+  const frac = ns % NS;
   return frac ? `${sec}.${frac.toString().padStart(9, '0').replace(/0+$/, '')}` : `${sec}`;
 }
 
@@ -227,7 +229,8 @@ export class TarExporter {
       if (!this.options.mtime) {
         records.push(['atime', paxTime(e.st.atimeNs)], ['ctime', paxTime(e.st.ctimeNs)]);
       }
-      for (const [n, v] of e.xattrs) records.push([`SCHILY.xattr.${n}`, v]);
+      // A key ends at '=': GNU tar percent-encodes it, and '%' with it.
+      for (const [n, v] of e.xattrs) records.push([`SCHILY.xattr.${n.replace(/[%=]/g, (c) => (c === '%' ? '%25' : '%3D'))}`, v]);
     }
     const selinux = e.xattrs.find(([n]) => n === 'security.selinux');
     if (selinux && this.options.selinux) {
@@ -254,7 +257,7 @@ export class TarExporter {
         h.linkname = first;
       } else {
         if (e.st.nlink > 1n) this.#firstName.set(key, e.name);
-        return this.#writeFile(e, h, records);
+        return this.#writeFile(e, h, records, display);
       }
     }
     await this.#headers(h, records);
@@ -274,7 +277,7 @@ export class TarExporter {
       if (h.linkname && Buffer.byteLength(h.linkname) > 100) await this.#longLink('K', h.linkname);
     } else {
       if (!fitsUstar(h.name)) records.unshift(['path', h.name]);
-      if (h.linkname && !fitsUstar(h.linkname)) records.unshift(['linkpath', h.linkname]);
+      if (h.linkname && !fitsLinkname(h.linkname)) records.unshift(['linkpath', h.linkname]);
       if (h.uid > 0o7777777) records.push(['uid', String(h.uid)]);
       if (h.gid > 0o7777777) records.push(['gid', String(h.gid)]);
       if (h.size > 0o77777777777) records.push(['size', String(h.size)]);
@@ -289,7 +292,7 @@ export class TarExporter {
         await this.#push({ type: 'file', raw: paxHeader }, data);
       }
       if (!fitsUstar(h.name)) h.name = asciiStandIn(h.name);
-      if (h.linkname && !fitsUstar(h.linkname)) h.linkname = asciiStandIn(h.linkname);
+      if (h.linkname && !fitsLinkname(h.linkname)) h.linkname = asciiStandIn(h.linkname);
     }
     this.#pendingHeader = header(h, gnu);
     this.progress.entries++;
@@ -329,7 +332,7 @@ export class TarExporter {
     if ((this.pack as unknown as { destroying: boolean }).destroying) throw new ArchiveClosed();
   }
 
-  async #writeFile(e: Entry, h: TarHeader, records: [string, string | Buffer][]): Promise<void> {
+  async #writeFile(e: Entry, h: TarHeader, records: [string, string | Buffer][], display: (p: string) => string): Promise<void> {
     const size = Number(e.st.size);
     if (e.data) {
       h.size = e.data.length;
@@ -373,17 +376,30 @@ export class TarExporter {
         // Back-pressure: wait for the stream to drain before reading more.
         const write = (b: Buffer) =>
           new Promise<void>((ok) => (stream.write(b) ? ok() : stream.once('drain', () => ok())));
+        let sent = 0;
         const writeAll = async () => {
           if (prefix) await write(prefix);
-          for (const [start, end] of extents!) {
-            for (let at = start; at < end; ) {
-              const buf = Buffer.allocUnsafe(Math.min(CHUNK, end - at));
-              const { bytesRead } = await fh.read(buf, 0, buf.length, at);
-              if (!bytesRead) throw new Error(`${e.path}: shrank while being read`);
-              await write(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
-              at += bytesRead;
-              this.progress.bytes += bytesRead;
+          sent = prefix?.length ?? 0;
+          try {
+            for (const [start, end] of extents!) {
+              for (let at = start; at < end; ) {
+                const buf = Buffer.allocUnsafe(Math.min(CHUNK, end - at));
+                const { bytesRead } = await fh.read(buf, 0, buf.length, at);
+                if (!bytesRead) throw new Error('it shrank while being read');
+                this.#checkOpen();
+                await write(bytesRead === buf.length ? buf : buf.subarray(0, bytesRead));
+                sent += bytesRead;
+                at += bytesRead;
+                this.progress.bytes += bytesRead;
+              }
             }
+          } catch (err) {
+            if (err instanceof ArchiveClosed) throw err;
+            // The header is out: the entry keeps its size, zeros after what
+            // was read, and the archive goes on, as GNU tar does.
+            const why = (err as Error).message.replace(/'([^']*)'/g, (_, path: string) => `'${display(path)}'`);
+            this.report.error(`cannot read '${display(e.path)}': ${why}; padded with zeros`);
+            for (let left = h.size - sent; left > 0; left -= CHUNK) await write(Buffer.alloc(Math.min(CHUNK, left)));
           }
           stream.end();
         };

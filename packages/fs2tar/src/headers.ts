@@ -22,17 +22,18 @@ const BLOCK = 512;
 
 function octal(buf: Buffer, at: number, width: number, value: number): void {
   const digits = value.toString(8);
-  if (digits.length < width) {
+  if (value >= 0 && digits.length < width) {
     buf.write(digits.padStart(width - 1, '0'), at, 'ascii');
     return;
   }
-  // Too big for octal: GNU's base-256, which GNU tar and others read.
-  buf[at] = 0x80;
+  // Too big for octal, or negative (a time before 1970): GNU's base-256,
+  // two's complement, which GNU tar and others read.
   let v = BigInt(value);
   for (let i = width - 1; i > 0; i--) {
     buf[at + i] = Number(v & 0xffn);
     v >>= 8n;
   }
+  buf[at] = value < 0 ? 0xff : 0x80;
 }
 
 /** Whether a name fits a ustar header as it is: ASCII, and short enough. */
@@ -43,6 +44,11 @@ export function fitsUstar(name: string): { name: string; prefix: string } | unde
     if (name.length - i - 1 <= 100) return { name: name.slice(i + 1), prefix: name.slice(0, i) };
   }
   return undefined;
+}
+
+/** Whether a link target fits a ustar header: it has no prefix field. */
+export function fitsLinkname(name: string): boolean {
+  return /^[\x20-\x7e]*$/.test(name) && name.length <= 100;
 }
 
 /** A stand-in for a name a pax record carries: ASCII, cut to fit. */

@@ -73,9 +73,13 @@ Examples:
   cptofs -i new.img -t ext4 --create 1G -o 0 -g 0 build/ /  make a 1 GiB ext4 image, owned by root
   cptofs -i disk.img -- -strange-name /tmp                  -- ends the options
 
+Ctrl-C stops the copy: what is being written finishes, and the image is
+unmounted clean (exit 130). Paths in the image are from its root: '..' stays in it.
+
 Exit status: 0 all was copied, 1 some entries failed (each named), 2 usage or fatal error.`
       : `
-The image is opened read-only and never modified.
+The image is opened read-only and never modified (a journal left to replay
+is skipped, as by mount -o ro,norecovery).
 
 Examples:
   cpfromfs -i disk.img /etc/hostname .                 one file to the current directory

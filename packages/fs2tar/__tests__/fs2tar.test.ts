@@ -203,7 +203,12 @@ describe('errors', () => {
   });
 });
 
-describe('odd outputs, unreadable files, old times, long links', () => {
+const ACL_SCRIPT = `import os,struct,sys
+U = 0xffffffff
+entries = [(1, 6, U), (2, 4, 1000), (4, 4, U), (8, 5, 100), (0x10, 5, U), (0x20, 4, U)]
+os.setxattr(sys.argv[1], 'system.posix_acl_access', struct.pack('<I', 2) + b''.join(struct.pack('<HHI', *e) for e in entries))`;
+
+describe('odd outputs, unreadable files, old times, long links, ACLs', () => {
   let image: string;
   beforeAll(() => {
     const src = join(work, 'odd-src');
@@ -213,6 +218,9 @@ describe('odd outputs, unreadable files, old times, long links', () => {
     fs.symlinkSync(`${deep}/${'u'.repeat(50)}`, join(src, 'longlink'));
     // Two seconds before 1970, and an xattr whose name holds '='.
     run('python3', ['-c', 'import os,sys; os.setxattr(sys.argv[1], "user.a=b", b"eq"); os.utime(sys.argv[1], (-2, -2))', join(src, 'old')]);
+    // An ACL: user 1000 may read, group 100 read and run (the xattr's own form).
+    fs.writeFileSync(join(src, 'acl'), 'x');
+    run('python3', ['-c', ACL_SCRIPT, join(src, 'acl')]);
     image = join(work, 'odd.img');
     fs.rmSync(image, { force: true });
     run('mke2fs', ['-q', '-t', 'ext4', '-d', src, image, '64M']);
@@ -252,6 +260,17 @@ describe('odd outputs, unreadable files, old times, long links', () => {
     untar(archive, out);
     expect(fs.statSync(join(out, 'old')).mtimeMs).toBe(-2000);
     expect(run('python3', ['-c', 'import os,sys; print(os.getxattr(sys.argv[1], "user.a=b").decode())', join(out, 'old')]).trim()).toBe('eq');
+  });
+
+  test('ACLs come back with GNU tar\'s --acls alone', () => {
+    const archive = join(work, 'acl.tar');
+    expect(cli([image, archive]).status).toBe(0);
+    const out = join(work, 'acl-out');
+    fs.mkdirSync(out, { recursive: true });
+    run('tar', ['--acls', '--numeric-owner', '-xpf', archive, '-C', out, './acl']);
+    const xattr = (path: string) =>
+      run('python3', ['-c', 'import os,sys; print(os.getxattr(sys.argv[1], "system.posix_acl_access").hex())', path]).trim();
+    expect(xattr(join(out, 'acl'))).toBe(xattr(join(work, 'odd-src', 'acl')));
   });
 
   test('-C stays in the image and must name a directory', () => {

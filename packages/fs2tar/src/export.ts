@@ -45,6 +45,26 @@ const NS = 1_000_000_000n;
 
 const typeOf = (mode: number) => mode & C.S_IFMT;
 
+/*
+ * A POSIX ACL xattr (version 2: entries of tag, permissions and id, each
+ * little-endian) as the text GNU tar's SCHILY.acl records hold: one
+ * "tag:qualifier:rwx" line per entry, ids as numbers.  Undefined when it
+ * is not such an ACL.
+ */
+function aclText(value: Buffer): string | undefined {
+  if (value.length < 4 || (value.length - 4) % 8 || value.readUInt32LE(0) !== 2) return undefined;
+  const tags: Record<number, string> = { 0x01: 'user:', 0x02: 'user:', 0x04: 'group:', 0x08: 'group:', 0x10: 'mask:', 0x20: 'other:' };
+  let text = '';
+  for (let at = 4; at < value.length; at += 8) {
+    const tag = value.readUInt16LE(at);
+    const perm = value.readUInt16LE(at + 2);
+    if (!tags[tag]) return undefined;
+    const who = tag === 0x02 || tag === 0x08 ? String(value.readUInt32LE(at + 4)) : '';
+    text += `${tags[tag]}${who}:${perm & 4 ? 'r' : '-'}${perm & 2 ? 'w' : '-'}${perm & 1 ? 'x' : '-'}\n`;
+  }
+  return text;
+}
+
 /* A pax time: its sign, then seconds and a fraction (-1.5 is 1.5 s before 1970). */
 function paxTime(ns: bigint): string {
   if (ns < 0n) return `-${paxTime(-ns)}`;
@@ -231,6 +251,12 @@ export class TarExporter {
       }
       // A key ends at '=': GNU tar percent-encodes it, and '%' with it.
       for (const [n, v] of e.xattrs) records.push([`SCHILY.xattr.${n.replace(/[%=]/g, (c) => (c === '%' ? '%25' : '%3D'))}`, v]);
+      // POSIX ACLs also as GNU tar keeps them, for its --acls.
+      for (const [n, v] of e.xattrs) {
+        const kind = n === 'system.posix_acl_access' ? 'access' : n === 'system.posix_acl_default' ? 'default' : undefined;
+        const text = kind && aclText(v);
+        if (text) records.push([`SCHILY.acl.${kind}`, text]);
+      }
     }
     const selinux = e.xattrs.find(([n]) => n === 'security.selinux');
     if (selinux && this.options.selinux) {

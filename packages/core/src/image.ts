@@ -2,8 +2,14 @@
 // mount it, and take it all down cleanly at the end, or on Ctrl-C.
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
+import { posix } from 'node:path';
 import type { Disk } from './disk';
+import { KernelError } from './errors';
+import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import { Kernel, parseSize } from './kernel';
+
+/** openat2()'s RESOLVE_IN_ROOT: resolve as if the directory were '/'. */
+const RESOLVE_IN_ROOT = 0x10;
 
 /** How long (in tenths of a second) a busy unmount is retried on close. */
 const UMOUNT_TRIES = 50;
@@ -105,5 +111,44 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
   } catch (e) {
     await kernel.shutdown().catch(() => undefined);
     throw e;
+  }
+}
+
+/**
+ * Where `path`, named from the root of an image mounted at `root`, is in
+ * the kernel.  As in a chroot, '..' stops at the image's root and symlinks
+ * on the way resolve inside the image, absolute ones too (an image's
+ * /var/run -> /run is its own /run, not the helper kernel's).  The last
+ * component is followed only with `followLast`.  When the path does not
+ * exist (yet), its parent is resolved and its name appended.
+ */
+export async function resolveInImage(k: Kernel, root: string, path: string, followLast: boolean): Promise<string> {
+  const rel = posix.normalize(`/${path}`).replace(/^\/+|\/+$/g, '');
+  if (!rel) return root;
+  const rootFd = await k.fs.open(root, C.O_PATH | C.O_DIRECTORY);
+  const where = async (p: string, follow: boolean) =>
+    k.withBuffer(STRUCTS.open_how.size + 4096, async (buf) => {
+      const how = STRUCTS.open_how.fields;
+      buf.bytes.fill(0, 0, STRUCTS.open_how.size);
+      buf.bytes.writeBigUInt64LE(BigInt(C.O_PATH | C.O_CLOEXEC | (follow ? 0 : C.O_NOFOLLOW)), how.flags[0]);
+      buf.bytes.writeBigUInt64LE(BigInt(RESOLVE_IN_ROOT), how.resolve[0]);
+      const name = buf.address + STRUCTS.open_how.size;
+      buf.bytes.write(`${p}\0`, STRUCTS.open_how.size);
+      const fd = await k.call(NR.openat2, rootFd.fd, name, buf.address, STRUCTS.open_how.size);
+      if (fd < 0) throw new KernelError(-fd, 'openat2', `${root}/${p}`);
+      try {
+        return await k.fs.readlink(`/proc/self/fd/${fd}`);
+      } finally {
+        await k.call(NR.close, fd);
+      }
+    });
+  try {
+    return await where(rel, followLast);
+  } catch (e) {
+    if ((e as KernelError).code !== 'ENOENT') throw e;
+    const parent = posix.dirname(rel);
+    return `${parent === '.' ? root : await where(parent, true)}/${posix.basename(rel)}`;
+  } finally {
+    await rootFd.close();
   }
 }

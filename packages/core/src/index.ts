@@ -18,7 +18,7 @@ export { WindowBuffer } from './window';
 export { host } from './host';
 export { locate } from './native';
 export { SYSCALLS, ERRNO, CONSTANTS, STRUCTS, KERNEL_RELEASE } from './generated/abi';
-export { openImage, createImage } from './image';
+export { openImage, createImage, resolveInImage } from './image';
 export type { ImageOptions, MountedImage } from './image';
 export { Reporter, run, parseCommandLine, bytes, versionText, integerOption, EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED } from './cli';
 export { Excluder, globToRegExp, hasGlob } from './glob';

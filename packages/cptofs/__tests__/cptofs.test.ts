@@ -298,6 +298,35 @@ describe('many at once, interruptions, links and odd paths', () => {
     expect(fs.readdirSync(out).sort()).toEqual(['dangling', 'escaped.txt', 'lost+found']);
   });
 
+  test('symlinks on the way to a path resolve inside the image, absolute ones too', () => {
+    const src = join(work, 'chroot-src');
+    fs.rmSync(src, { recursive: true, force: true });
+    fs.mkdirSync(join(src, 'run'), { recursive: true });
+    fs.mkdirSync(join(src, 'var'));
+    fs.mkdirSync(join(src, 'usr/lib'), { recursive: true });
+    fs.symlinkSync('/run', join(src, 'var/run')); // absolute, as in a Debian root
+    fs.symlinkSync('usr/lib', join(src, 'lib'));
+    const image = join(work, 'chroot.img');
+    fs.rmSync(image, { force: true });
+    run('mke2fs', ['-q', '-t', 'ext4', '-d', src, image, '32M']);
+    const file = join(work, 'pid.txt');
+    fs.writeFileSync(file, '42');
+    expect(cli('cptofs', ['-i', image, file, '/var/run/']).status).toBe(0);
+    expect(cli('cptofs', ['-i', image, file, '/lib']).status).toBe(0); // a symlink to a directory: into it
+    const out = join(work, 'chroot-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.mkdirSync(out);
+    expect(cli('cpfromfs', ['-i', image, '/var/run/pid.txt', '/lib', out]).status).toBe(0);
+    expect(fs.readFileSync(join(out, 'pid.txt'), 'utf8')).toBe('42');
+    expect(fs.readlinkSync(join(out, 'lib'))).toBe('usr/lib'); // a source symlink stays one
+    run('e2fsck', ['-fn', image]);
+    withLoop(image, (mnt) => {
+      expect(fs.readFileSync(join(mnt, 'run/pid.txt'), 'utf8')).toBe('42');
+      expect(fs.readFileSync(join(mnt, 'usr/lib/pid.txt'), 'utf8')).toBe('42');
+      expect(fs.lstatSync(join(mnt, 'lib')).isSymbolicLink()).toBe(true);
+    });
+  });
+
   test('cpfromfs reads an image whose journal still needs replaying', () => {
     const image = freshImage('journal.img', 64 << 20);
     const copy = join(work, 'journal-copy.img');

@@ -2,9 +2,9 @@
 // argument but the last is a source and the last is the destination;
 // cptofs copies from the host into the image, cpfromfs out of it.
 import { Command, Option } from 'commander';
-import { basename, dirname, posix, resolve } from 'node:path';
-import { lstat as hostLstat } from 'node:fs/promises';
-import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { basename, dirname, resolve } from 'node:path';
+import { lstat as hostLstat, realpath } from 'node:fs/promises';
+import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
@@ -172,8 +172,6 @@ async function main(name: Direction, argv: string[]): Promise<number> {
   process.umask(0);
   const inImage = kernelSide(k);
   const [from, to] = into ? [hostSide, inImage] : [inImage, hostSide];
-  // A path in the image, from its root: '..' does not leave it.
-  const inside = (p: string) => `${image.root}${posix.normalize(`/${p}`)}`.replace(/\/+$/, '') || image.root;
   copyOptions.display = (p) => (p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
   copier = new TreeCopier(from, to, copyOptions, report);
   if (interrupted) copier.cancel();
@@ -198,7 +196,9 @@ async function main(name: Direction, argv: string[]): Promise<number> {
       }
       sources = expanded;
     }
-    const dest = into ? inside(destArg) : resolve(destArg);
+    // A symlink as the destination is followed, as cp does: in the image,
+    // inside the image (see resolveInImage).
+    const dest = into ? await resolveInImage(k, image.root, destArg, true) : await realpath(resolve(destArg)).catch(() => resolve(destArg));
     const destIsDir = await isDirectory(to, dest);
     if (sources.length > 1 && !destIsDir) {
       report.stopProgress();
@@ -211,7 +211,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
       return EXIT_FATAL;
     }
     for (const src of sources) {
-      const from_ = into ? resolve(src) : inside(src);
+      const from_ = into ? resolve(src) : await resolveInImage(k, image.root, src, false);
       if (into) {
         try {
           await hostLstat(from_); // a dangling symlink is copied as one

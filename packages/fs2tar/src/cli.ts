@@ -2,11 +2,11 @@
 // driver.  The image is opened read-only and never modified.
 import { Command, Option } from 'commander';
 import { createWriteStream, lstatSync, renameSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, basename, join, posix } from 'node:path';
+import { dirname, basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
-import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { ArchiveClosed, ExportOptions, ownerNames, TarExporter, useOwnHeaders } from './export';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -129,8 +129,8 @@ async function main(argv: string[]): Promise<number> {
   process.on('SIGTERM', onSignal);
 
   const selinux: string[] | undefined = o.selinux ? [] : undefined;
-  // -C names a directory from the image's root: '..' does not leave it.
-  const root = o.directory ? `${image.root}${posix.normalize(`/${o.directory}`)}`.replace(/\/+$/, '') : image.root;
+  // -C names a directory from the image's root, as in a chroot.
+  const root = o.directory ? await resolveInImage(k, image.root, o.directory, true).catch(() => undefined) : image.root;
   const options: ExportOptions = {
     format: o.format,
     exclude: new Excluder(o.exclude),
@@ -143,10 +143,12 @@ async function main(argv: string[]): Promise<number> {
   const display = (p: string) => (p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
 
   try {
-    const isDirectory = await k.fs.stat(root).then(
-      (st) => st.isDirectory(),
-      () => false,
-    );
+    const isDirectory =
+      root !== undefined &&
+      (await k.fs.stat(root).then(
+        (st) => st.isDirectory(),
+        () => false,
+      ));
     if (!isDirectory) throw new Error(`${o.directory}: no such directory in the image`);
     const pack = tarPack();
     useOwnHeaders(pack);

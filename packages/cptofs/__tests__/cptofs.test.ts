@@ -1,12 +1,12 @@
 // cptofs and cpfromfs, run as the commands they are, on real images: a tree
 // of every kind of entry goes in, is checked through a host loop mount
 // entry by entry (stat and xattrs), comes back out, and is checked again.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { host } from '@lkl-um/core';
-import { FILESYSTEMS, isRoot, run, tempDir } from '../../core/__tests__/helpers/images';
+import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
 import { makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -247,11 +247,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     const block = Buffer.alloc(32 << 20, 7);
     for (let i = 0; i < 24; i++) fs.writeFileSync(join(src, `f${i}`), block);
     const image = freshImage('interrupted.img', 1 << 30);
-    const child = spawn(process.execPath, [bin('cptofs'), '-i', image, src, '/'], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    child.stderr.on('data', (d) => (stderr += d));
-    setTimeout(() => child.kill('SIGINT'), 300);
-    const status = await new Promise<number | null>((done) => child.on('exit', (code) => done(code)));
+    const { status, stderr } = await runInterrupted(process.execPath, [bin('cptofs'), '-i', image, src, '/'], 300);
     expect(stderr).toBe('cptofs: interrupted: syncing and unmounting what was copied\n');
     expect(status).toBe(130);
     run('e2fsck', ['-fn', image]);
@@ -325,6 +321,13 @@ describe('many at once, interruptions, links and odd paths', () => {
       expect(fs.readFileSync(join(mnt, 'usr/lib/pid.txt'), 'utf8')).toBe('42');
       expect(fs.lstatSync(join(mnt, 'lib')).isSymbolicLink()).toBe(true);
     });
+  });
+
+  test('a file to \'dest/\' that is not a directory: Not a directory, exit 1', () => {
+    const image = freshImage('slash.img', 64 << 20);
+    const r = cli('cptofs', ['-i', image, join(tree, 'file'), '/newname/']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/cannot copy '.*file' to '\/newname\/': Not a directory/);
   });
 
   test('cpfromfs reads an image whose journal still needs replaying', () => {

@@ -222,6 +222,14 @@ async function main(name: Direction, argv: string[]): Promise<number> {
           }
         }
       }
+      // 'dest/' names a directory, which a file cannot become (as cp says).
+      if (destArg.endsWith('/') && !destIsDir) {
+        const st = await from.lstat(from_).catch(() => undefined);
+        if (st && (st.mode & 0o170000) !== 0o040000) {
+          report.error(`cannot copy '${src}' to '${destArg}': Not a directory`);
+          continue;
+        }
+      }
       const name_ = basename(from_.replace(/\/+$/, '')) || basename(src);
       // The image's root has no name of its own: its contents go to dest.
       const target = destIsDir && from_ !== image.root ? `${dest}/${name_}` : dest;

@@ -5,7 +5,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { FILESYSTEMS, isRoot, run, tempDir } from '../../core/__tests__/helpers/images';
+import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
 import { makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -271,6 +271,20 @@ describe('odd outputs, unreadable files, old times, long links, ACLs', () => {
     const xattr = (path: string) =>
       run('python3', ['-c', 'import os,sys; print(os.getxattr(sys.argv[1], "system.posix_acl_access").hex())', path]).trim();
     expect(xattr(join(out, 'acl'))).toBe(xattr(join(work, 'odd-src', 'acl')));
+  });
+
+  test('SIGINT: exit 130, no archive left, nothing said', async () => {
+    const src = join(work, 'int-src');
+    fs.mkdirSync(src, { recursive: true });
+    for (let i = 0; i < 8; i++) fs.writeFileSync(join(src, `f${i}`), Buffer.alloc(32 << 20, i + 1));
+    const big = join(work, 'int.img');
+    fs.rmSync(big, { force: true });
+    run('mke2fs', ['-q', '-t', 'ext4', '-d', src, big, '512M']);
+    const archive = join(work, 'int.tar');
+    const { status, stderr } = await runInterrupted(process.execPath, [fs2tar, big, archive], 200);
+    expect(stderr).toBe('');
+    expect(status).toBe(130);
+    expect(fs.readdirSync(work).filter((n) => n.includes('int.tar'))).toEqual([]);
   });
 
   test('-C stays in the image and must name a directory', () => {

@@ -6,7 +6,7 @@ import { dirname, basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
-import { bytes, integerOption, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { ArchiveClosed, ExportOptions, ownerNames, TarExporter, useOwnHeaders } from './export';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -34,6 +34,7 @@ interface Options {
 
 function program(): Command {
   return new Command('fs2tar')
+    .allowExcessArguments(false)
     .description('Export a filesystem image to a tar archive, with the kernel\'s own driver; the image is opened read-only.')
     .usage('[options] IMAGE [TARBALL|-]')
     .argument('<image>', 'the image file')
@@ -118,12 +119,16 @@ async function main(argv: string[]): Promise<number> {
   // whole.  Anything else (a device, a FIFO, a symlink to one) is written
   // to as it is, as tar does: renaming over it would replace it.
   const partial = toStdout || !replaceable(target) ? undefined : join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
+  // The first signal stops the export where it is (the archive is
+  // abandoned, its partial file removed) and the image is closed; a
+  // second one exits at once.
   let interrupted = false;
+  let stopExport: (() => void) | undefined;
   const onSignal = () => {
+    if (interrupted) process.exit(EXIT_INTERRUPTED);
     interrupted = true;
     report.stopProgress();
-    if (partial) rmSync(partial, { force: true });
-    image.close().finally(() => process.exit(130));
+    stopExport?.();
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
@@ -152,6 +157,8 @@ async function main(argv: string[]): Promise<number> {
     if (!isDirectory) throw new Error(`${o.directory}: no such directory in the image`);
     const pack = tarPack();
     useOwnHeaders(pack);
+    stopExport = () => pack.destroy(new ArchiveClosed());
+    if (interrupted) stopExport();
     const exporter = new TarExporter(k, pack, options, report);
     const started = Date.now();
     await report.startProgress(() => {
@@ -173,6 +180,10 @@ async function main(argv: string[]): Promise<number> {
       if (!(e instanceof ArchiveClosed) && !writeError) throw e;
     }
     await writing;
+    if (interrupted) {
+      if (partial) rmSync(partial, { force: true });
+      return EXIT_INTERRUPTED;
+    }
     if (writeError) {
       throw new Error(
         writeError.code === 'EPIPE'
@@ -187,7 +198,7 @@ async function main(argv: string[]): Promise<number> {
     throw e;
   } finally {
     report.stopProgress();
-    if (!interrupted) await image.close();
+    await image.close();
   }
   report.summarize();
   return report.errors ? EXIT_SOME_FAILED : EXIT_OK;

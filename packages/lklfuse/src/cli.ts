@@ -10,6 +10,7 @@ const { version } = require('../package.json') as { version: string };
 
 function program(): Command {
   return new Command('lklfuse')
+    .allowExcessArguments(false)
     .description('Mount a filesystem image with FUSE; the Linux kernel\'s own driver serves it. No root needed.')
     .usage('[options] IMAGE MOUNTPOINT')
     .argument('<image>', 'the image file')

@@ -1,7 +1,7 @@
 // Real images made by the real tools, checked by the real tools: what the
 // disk tests share.  A tool that is missing fails the test with what to
 // install (CI installs everything: .ci/debian-packages).
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, lstatSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -15,6 +15,20 @@ export function run(cmd: string, args: string[], opts: { input?: string } = {}):
     throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}):\n${r.stdout}\n${r.stderr}`);
   }
   return r.stdout;
+}
+
+/** Runs a command, sends it SIGINT after `afterMs`; its exit status and stderr. */
+export function runInterrupted(cmd: string, args: string[], afterMs: number): Promise<{ status: number | null; stderr: string }> {
+  const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill('SIGINT'), afterMs);
+  return new Promise((done) =>
+    child.on('exit', (status) => {
+      clearTimeout(timer);
+      done({ status, stderr });
+    }),
+  );
 }
 
 export function tempDir(prefix = 'lkl-um-test-'): string {

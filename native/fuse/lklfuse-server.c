@@ -465,9 +465,12 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
  * New entries belong to whoever made them, as on any filesystem; in a
  * setgid directory, to the directory's group, which the kernel gave them.
  * File systems that keep no owners (vfat, exfat) refuse: the entry stays
- * as they show it, and its making did not fail.
+ * as they show it, and its making did not fail.  The chown clears a new
+ * file's setuid and setgid bits (@mode, 0 for a symlink): they are set
+ * again, setgid only with the caller's own group, as Linux allows it.
  */
-static long give_to_caller(fuse_req_t req, fuse_ino_t parent, const char *name)
+static long give_to_caller(fuse_req_t req, fuse_ino_t parent, const char *name,
+			   mode_t mode)
 {
 	const struct fuse_ctx *ctx = fuse.req_ctx(req);
 	struct scratch s = scratch();
@@ -481,7 +484,14 @@ static long give_to_caller(fuse_req_t req, fuse_ino_t parent, const char *name)
 		gid = -1;
 	ret = SYS(SYS_fchownat, fd_of(parent), wpath(s.path[0], name),
 		  ctx->uid, gid, AT_SYMLINK_NOFOLLOW);
-	return ret == -EPERM ? 0 : ret;
+	if (ret == -EPERM)
+		return 0;
+	if (gid == -1)
+		mode &= ~S_ISGID;
+	if (!ret && !S_ISDIR(mode) && (mode & (S_ISUID | S_ISGID)))
+		ret = SYS(SYS_fchmodat, fd_of(parent), wpath(s.path[0], name),
+			  mode & 07777);
+	return ret;
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -492,7 +502,7 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       mode, rdev);
 
 	if (!ret)
-		ret = give_to_caller(req, parent, name);
+		ret = give_to_caller(req, parent, name, mode);
 	reply_entry_or_err(req, parent, name, ret);
 }
 
@@ -504,7 +514,7 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		       mode);
 
 	if (!ret)
-		ret = give_to_caller(req, parent, name);
+		ret = give_to_caller(req, parent, name, S_IFDIR | mode);
 	reply_entry_or_err(req, parent, name, ret);
 }
 
@@ -516,7 +526,7 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       wpath(s.path[1], name));
 
 	if (!ret)
-		ret = give_to_caller(req, parent, name);
+		ret = give_to_caller(req, parent, name, 0);
 	reply_entry_or_err(req, parent, name, ret);
 }
 
@@ -716,7 +726,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		fuse.reply_err(req, (int)-fd);
 		return;
 	}
-	err = give_to_caller(req, parent, name);
+	err = give_to_caller(req, parent, name, mode);
 	if (!err)
 		err = lookup(parent, name, &e);
 	if (err) {

@@ -45,7 +45,8 @@ export class Excluder {
 
   constructor(patterns: string[]) {
     for (const p of patterns) {
-      const trimmed = p.replace(/\/+$/, '');
+      // Names in an archive start with './' (fs2tar's do): patterns may too.
+      const trimmed = p.replace(/\/+$/, '').replace(/^(\.\/)+/, '');
       if (trimmed.includes('/')) this.#byPath.push(globToRegExp(trimmed.replace(/^\/+/, '')));
       else this.#byName.push(globToRegExp(trimmed));
     }

@@ -287,6 +287,24 @@ describe('odd outputs, unreadable files, old times, long links, ACLs', () => {
     expect(fs.readdirSync(work).filter((n) => n.includes('int.tar'))).toEqual([]);
   });
 
+  test('a hard-linked FIFO is a hard link; -v names a sparse file as it is; --exclude ./dir', () => {
+    const src = join(work, 'links-src');
+    fs.mkdirSync(join(src, 'sub'), { recursive: true });
+    fs.writeFileSync(join(src, 'sub/x'), 'x');
+    run('mkfifo', [join(src, 'p')]);
+    fs.linkSync(join(src, 'p'), join(src, 'p2'));
+    fs.writeFileSync(join(src, 'sparse'), Buffer.alloc(4096, 1));
+    fs.truncateSync(join(src, 'sparse'), 16 << 20);
+    const img = join(work, 'links.img');
+    fs.rmSync(img, { force: true });
+    run('mke2fs', ['-q', '-t', 'ext4', '-d', src, img, '32M']);
+    const archive = join(work, 'links.tar');
+    const r = cli(['-v', '--exclude', './sub', img, archive]);
+    expect(r.status).toBe(0);
+    expect(r.stdout.split('\n').sort().filter(Boolean)).toEqual(['./', './lost+found/', './p', './p2', './sparse']);
+    expect(run('tar', ['-tvf', archive])).toMatch(/^h.* \.\/p2 link to \.\/p$/m);
+  });
+
   test('-C stays in the image and must name a directory', () => {
     const up = cli(['-C', '../..', image, join(work, 'up.tar')]);
     expect(up.status).toBe(0);

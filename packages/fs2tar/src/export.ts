@@ -263,6 +263,19 @@ export class TarExporter {
       this.options.selinux.push(`${display(e.path)} ${selinux[1].toString().replace(/\0$/, '')}`);
     }
 
+    // A later name of an inode (of any kind but a directory) is a hard link
+    // to its first name, as GNU tar writes it.
+    if (type !== C.S_IFDIR && e.st.nlink > 1n) {
+      const key = `${e.st.dev}:${e.st.ino}`;
+      const first = this.#firstName.get(key);
+      if (first) {
+        h.typeflag = '1';
+        h.linkname = first;
+        await this.#headers(h, records);
+        return this.#push({ type: 'link', raw: Buffer.alloc(0) }, null);
+      }
+      this.#firstName.set(key, e.name);
+    }
     if (type === C.S_IFDIR) {
       h.typeflag = '5';
     } else if (type === C.S_IFLNK) {
@@ -276,15 +289,7 @@ export class TarExporter {
     } else if (type === C.S_IFIFO) {
       h.typeflag = '6';
     } else if (type === C.S_IFREG) {
-      const key = `${e.st.dev}:${e.st.ino}`;
-      const first = e.st.nlink > 1n ? this.#firstName.get(key) : undefined;
-      if (first) {
-        h.typeflag = '1';
-        h.linkname = first;
-      } else {
-        if (e.st.nlink > 1n) this.#firstName.set(key, e.name);
-        return this.#writeFile(e, h, records, display);
-      }
+      return this.#writeFile(e, h, records, display);
     }
     await this.#headers(h, records);
     await this.#push({ type: 'directory', raw: Buffer.alloc(0) }, null);
@@ -295,9 +300,9 @@ export class TarExporter {
    * (and its name and link target when a ustar header cannot hold them),
    * or GNU's ././@LongLink entries.  Then the entry's header itself.
    */
-  async #headers(h: TarHeader, records: [string, string | Buffer][]): Promise<void> {
+  async #headers(h: TarHeader, records: [string, string | Buffer][], shown = h.name): Promise<void> {
     const gnu = this.options.format === 'gnu';
-    this.options.onEntry?.(h.name);
+    this.options.onEntry?.(shown);
     if (gnu) {
       if (Buffer.byteLength(h.name) > 100) await this.#longLink('L', h.name);
       if (h.linkname && Buffer.byteLength(h.linkname) > 100) await this.#longLink('K', h.linkname);
@@ -388,7 +393,7 @@ export class TarExporter {
       extents = size ? [[0, size]] : [];
       h.size = size;
     }
-    await this.#headers(h, records);
+    await this.#headers(h, records, e.name);
     const raw = this.#pendingHeader!;
     this.#pendingHeader = undefined;
 

@@ -453,6 +453,9 @@ describe('as an ordinary user', () => {
         const st = fs.statSync(join(mnt, 'shared', made));
         expect([st.uid, st.gid]).toEqual([NOBODY, 100]);
       }
+      // A user's setuid program keeps its bit (setgid only with the user's own group).
+      expect(as(`cd ${mnt}/shared && umask 022 && python3 -c "import os; os.close(os.open('suid', os.O_CREAT | os.O_WRONLY, 0o6755))"`).status).toBe(0);
+      expect(fs.statSync(join(mnt, 'shared', 'suid')).mode & 0o7777).toBe(0o4755);
     } finally {
       m.unmount();
     }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: MIT
 /* libfuse3 by dlopen(): see fuse-loader.h. */
 
+#define _GNU_SOURCE
 #include <dlfcn.h>
 #include <stdio.h>
 
@@ -12,6 +13,12 @@ static void *find(void *lib, const char *const *names)
 	for (; *names; names++) {
 		void *f = dlsym(lib, *names);
 
+		/*
+		 * libfuse 3.17 and later export the 3.0 ABI of some functions
+		 * (fuse_session_new) only under that symbol version.
+		 */
+		if (!f)
+			f = dlvsym(lib, *names, "FUSE_3.0");
 		if (f)
 			return f;
 	}
@@ -22,7 +29,9 @@ static void *find(void *lib, const char *const *names)
 
 int fuse_api_load(struct fuse_api *api, char *why, size_t size)
 {
-	static const char *const libraries[] = { "libfuse3.so.3", "libfuse3.so" };
+	/* 3.17 raised the library's version to 4, with the same 3.x API. */
+	static const char *const libraries[] = { "libfuse3.so.3", "libfuse3.so.4",
+						 "libfuse3.so" };
 	void *lib = NULL;
 	unsigned int i;
 

@@ -10,7 +10,7 @@ export type { AddDiskOptions, MountOptions, Partition } from './disk';
 export type { Arg, BootOptions } from './kernel';
 export { KernelError, errnoName, errnoMessage } from './errors';
 export { KernelFs, FileHandle, Dir, parseFlags, toTimespec, CHUNK, DEPTH } from './fs';
-export type { PathLike, OpenFlags, TimeLike, Data } from './fs';
+export type { PathLike, OpenFlags, TimeLike, Data, RawDirent } from './fs';
 export { Stats, BigIntStats, Dirent } from './stats';
 export type { StatFs } from './stats';
 export type { Sys, SyscallName } from './sys';

@@ -305,6 +305,42 @@ describe('odd outputs, unreadable files, old times, long links, ACLs', () => {
     expect(run('tar', ['-tvf', archive])).toMatch(/^h.* \.\/p2 link to \.\/p$/m);
   });
 
+  test('names and link targets that are not UTF-8 go in byte for byte, in pax and GNU archives', () => {
+    const src = join(work, 'bytes-src');
+    fs.rmSync(src, { recursive: true, force: true });
+    fs.mkdirSync(src);
+    run('python3', [
+      '-c',
+      `import os,sys
+d = sys.argv[1].encode()
+os.makedirs(d + b'/d\\xe9j\\xe0')
+open(d + b'/bad\\xfename', 'w').write('x')
+open(d + b'/d\\xe9j\\xe0/inner', 'w').write('y')
+os.symlink(b'target\\xff\\xfe', d + b'/lnk')`,
+      src,
+    ]);
+    const img = join(work, 'bytes.img');
+    fs.rmSync(img, { force: true });
+    run('mke2fs', ['-q', '-t', 'ext4', '-d', src, img, '16M']);
+    for (const format of ['pax', 'gnu']) {
+      const archive = join(work, `bytes-${format}.tar`);
+      const r = cli(['--format', format, img, archive]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+      const out = join(work, `bytes-out-${format}`);
+      fs.rmSync(out, { recursive: true, force: true });
+      untar(archive, out);
+      const seen = run('python3', [
+        '-c',
+        `import os,sys
+d = sys.argv[1].encode()
+print(sorted(os.listdir(d)), os.readlink(d + b'/lnk'), os.listdir(d + b'/d\\xe9j\\xe0'))`,
+        out,
+      ]);
+      expect(seen.trim()).toBe("[b'bad\\xfename', b'd\\xe9j\\xe0', b'lnk', b'lost+found'] b'target\\xff\\xfe' [b'inner']");
+    }
+  });
+
   test('-C stays in the image and must name a directory', () => {
     const up = cli(['-C', '../..', image, join(work, 'up.tar')]);
     expect(up.status).toBe(0);

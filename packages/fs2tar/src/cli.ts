@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
-import { ArchiveClosed, ExportOptions, ownerNames, TarExporter, useOwnHeaders } from './export';
+import { ArchiveClosed, ExportOptions, ownerNames, shown, TarExporter, useOwnHeaders } from './export';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../package.json') as { version: string };
@@ -135,22 +135,24 @@ async function main(argv: string[]): Promise<number> {
 
   const selinux: string[] | undefined = o.selinux ? [] : undefined;
   // -C names a directory from the image's root, as in a chroot.
-  const root = o.directory ? await resolveInImage(k, image.root, o.directory, true).catch(() => undefined) : image.root;
+  const resolved = o.directory ? await resolveInImage(k, image.root, o.directory, true).catch(() => undefined) : image.root;
+  // The exporter carries paths as byte strings (see export.ts).
+  const root = resolved === undefined ? undefined : Buffer.from(resolved, 'utf8').toString('latin1');
   const options: ExportOptions = {
     format: o.format,
-    exclude: new Excluder(o.exclude),
+    exclude: new Excluder(o.exclude.map((p) => Buffer.from(p, 'utf8').toString('latin1'))),
     sort: o.sort === 'name',
     names: o.ownerNames ? await ownerNames(k, image.root) : undefined,
     mtime: o.mtime ? { ns: parseTime(o.mtime), clamp: !!o.clampMtime } : undefined,
     selinux,
-    onEntry: o.verbose ? (name) => (toStdout ? process.stderr : process.stdout).write(`${name}\n`) : undefined,
+    onEntry: o.verbose ? (name) => (toStdout ? process.stderr : process.stdout).write(Buffer.from(`${name}\n`, 'latin1')) : undefined,
   };
-  const display = (p: string) => (p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
+  const display = (p: string) => shown(p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
 
   try {
     const isDirectory =
       root !== undefined &&
-      (await k.fs.stat(root).then(
+      (await k.fs.stat(Buffer.from(root, 'latin1')).then(
         (st) => st.isDirectory(),
         () => false,
       ));

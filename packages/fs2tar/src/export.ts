@@ -4,7 +4,7 @@
 // GNU sparse 1.0, sockets skipped.  Entries are read ahead of the writer, a
 // few dozen at a time; the stream's back-pressure bounds the memory.
 import { CONSTANTS as C, Excluder, Kernel, KernelError, Reporter } from '@lkl-um/core';
-import type { BigIntStats } from '@lkl-um/core';
+import type { BigIntStats, RawDirent } from '@lkl-um/core';
 import type { Pack } from 'tar-stream';
 import { asciiStandIn, fitsLinkname, fitsUstar, header, paxRecords, TarHeader } from './headers';
 
@@ -64,6 +64,18 @@ function aclText(value: Buffer): string | undefined {
   }
   return text;
 }
+
+/*
+ * Names and link targets are carried as byte strings (latin1: one
+ * character per byte), so that names that are not UTF-8 reach the archive
+ * as they are, as GNU tar writes them.  bytes() gives the bytes back, for
+ * the kernel and for the archive; shown() makes them readable.
+ */
+const bytes = (s: string) => Buffer.from(s, 'latin1');
+export const shown = (s: string) => Buffer.from(s, 'latin1').toString('utf8');
+const DT_UNKNOWN = 0;
+const DT_DIR = 4;
+const isDir = (mode: number) => (mode & C.S_IFMT) === C.S_IFDIR;
 
 /* A pax time: its sign, then seconds and a fraction (-1.5 is 1.5 s before 1970). */
 function paxTime(ns: bigint): string {
@@ -125,11 +137,9 @@ export class TarExporter {
     yield { path, name };
     let entries: { name: string; dir: boolean }[];
     try {
-      entries = this.options.sort
-        ? (await this.k.fs.readdir(path, { withFileTypes: true })).map((d) => ({ name: d.name, dir: d.isDirectory() }))
-        : await this.#unsorted(path);
+      entries = await this.#list(path);
     } catch (e) {
-      if ((e as KernelError).code !== 'ENOTDIR') this.report.error(`cannot read directory '${path}': ${(e as Error).message}`);
+      if ((e as KernelError).code !== 'ENOTDIR') this.report.error(`cannot read directory '${shown(path)}': ${(e as Error).message}`);
       return;
     }
     for (const d of entries) {
@@ -141,23 +151,37 @@ export class TarExporter {
     }
   }
 
-  async #unsorted(path: string): Promise<{ name: string; dir: boolean }[]> {
-    const entries: { name: string; dir: boolean }[] = [];
-    for await (const d of await this.k.fs.opendir(path)) entries.push({ name: d.name, dir: d.isDirectory() });
-    return entries;
+  /* A directory's entries, their names as byte strings; sorted by bytes with --sort=name. */
+  async #list(path: string): Promise<{ name: string; dir: boolean }[]> {
+    const dir = await this.k.fs.opendir(bytes(path));
+    const raw: RawDirent[] = [];
+    try {
+      for (let batch = await dir.readRaw(); batch.length; batch = await dir.readRaw()) raw.push(...batch);
+    } finally {
+      await dir.close();
+    }
+    if (this.options.sort) raw.sort((a, b) => Buffer.compare(a.name, b.name));
+    return Promise.all(
+      raw.map(async (e) => {
+        const name = e.name.toString('latin1');
+        // Filesystems that keep no types in directories (iso9660) say DT_UNKNOWN.
+        const dir = e.type === DT_UNKNOWN ? isDir(Number((await this.k.fs.lstat(bytes(`${path}/${name}`))).mode)) : e.type === DT_DIR;
+        return { name, dir };
+      }),
+    );
   }
 
   async #read(path: string, name: string): Promise<Entry> {
-    const st = await this.k.fs.lstat(path, { bigint: true });
+    const st = await this.k.fs.lstat(bytes(path), { bigint: true });
     const entry: Entry = { path, name, st, xattrs: [] };
     const mode = Number(st.mode);
     if (this.options.format === 'pax') {
-      const names = await this.k.fs.llistxattr(path).catch((e: KernelError) =>
+      const names = await this.k.fs.llistxattr(bytes(path)).catch((e: KernelError) =>
         e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e),
       );
-      for (const x of names.sort()) entry.xattrs.push([x, await this.k.fs.lgetxattr(path, x)]);
+      for (const x of names.sort()) entry.xattrs.push([x, await this.k.fs.lgetxattr(bytes(path), x)]);
     }
-    if (typeOf(mode) === C.S_IFLNK) entry.link = await this.k.fs.readlink(path);
+    if (typeOf(mode) === C.S_IFLNK) entry.link = (await this.k.fs.readlink(bytes(path), { encoding: 'buffer' })).toString('latin1');
     if (typeOf(mode) === C.S_IFREG) {
       const size = Number(st.size);
       if (Number(st.blocks) * 512 < size && this.options.format === 'pax') {
@@ -169,7 +193,7 @@ export class TarExporter {
         }
       } else if (size <= SMALL) {
         // Exactly the size the header will say: open, one read, close.
-        const fh = await this.k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+        const fh = await this.k.fs.open(bytes(path), C.O_RDONLY | C.O_NOFOLLOW);
         try {
           const data = Buffer.allocUnsafe(size);
           const { bytesRead } = size ? await fh.read(data, 0, size, 0) : { bytesRead: 0 };
@@ -184,7 +208,7 @@ export class TarExporter {
   }
 
   async #extents(path: string, size: number): Promise<[number, number][]> {
-    const fh = await this.k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+    const fh = await this.k.fs.open(bytes(path), C.O_RDONLY | C.O_NOFOLLOW);
     try {
       return await fh.dataExtents(size);
     } finally {
@@ -196,7 +220,7 @@ export class TarExporter {
     const BLOCK = 4096;
     const zero = Buffer.alloc(BLOCK);
     const extents: [number, number][] = [];
-    const fh = await this.k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+    const fh = await this.k.fs.open(bytes(path), C.O_RDONLY | C.O_NOFOLLOW);
     try {
       const buf = Buffer.allocUnsafe(CHUNK);
       for (let at = 0; at < size; ) {
@@ -304,11 +328,11 @@ export class TarExporter {
     const gnu = this.options.format === 'gnu';
     this.options.onEntry?.(shown);
     if (gnu) {
-      if (Buffer.byteLength(h.name) > 100) await this.#longLink('L', h.name);
-      if (h.linkname && Buffer.byteLength(h.linkname) > 100) await this.#longLink('K', h.linkname);
+      if (h.name.length > 100) await this.#longLink('L', h.name);
+      if (h.linkname && h.linkname.length > 100) await this.#longLink('K', h.linkname);
     } else {
-      if (!fitsUstar(h.name)) records.unshift(['path', h.name]);
-      if (h.linkname && !fitsLinkname(h.linkname)) records.unshift(['linkpath', h.linkname]);
+      if (!fitsUstar(h.name)) records.unshift(['path', bytes(h.name)]);
+      if (h.linkname && !fitsLinkname(h.linkname)) records.unshift(['linkpath', bytes(h.linkname)]);
       if (h.uid > 0o7777777) records.push(['uid', String(h.uid)]);
       if (h.gid > 0o7777777) records.push(['gid', String(h.gid)]);
       if (h.size > 0o77777777777) records.push(['size', String(h.size)]);
@@ -330,7 +354,7 @@ export class TarExporter {
   }
 
   async #longLink(typeflag: 'L' | 'K', name: string): Promise<void> {
-    const data = Buffer.from(`${name}\0`);
+    const data = bytes(`${name}\0`);
     const h = header({ name: '././@LongLink', mode: 0o644, uid: 0, gid: 0, size: data.length, mtime: 0, typeflag }, true);
     await this.#push({ type: 'file', raw: h }, data);
   }
@@ -398,7 +422,7 @@ export class TarExporter {
     this.#pendingHeader = undefined;
 
     this.#checkOpen();
-    const fh = await this.k.fs.open(e.path, C.O_RDONLY | C.O_NOFOLLOW);
+    const fh = await this.k.fs.open(bytes(e.path), C.O_RDONLY | C.O_NOFOLLOW);
     try {
       await new Promise<void>((resolve, reject) => {
         const entry = this.pack.entry as unknown as (h: object, cb: (err?: Error | null) => void) => NodeJS.WritableStream & { destroy(e: Error): void };

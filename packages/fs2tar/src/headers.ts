@@ -61,7 +61,8 @@ export function asciiStandIn(name: string): string {
 export function header(h: TarHeader, gnu: boolean): Buffer {
   const buf = Buffer.alloc(BLOCK);
   const split = gnu ? undefined : fitsUstar(h.name);
-  buf.write(split ? split.name : h.name.slice(0, 100), 0, 100, 'utf8');
+  // Names are byte strings (latin1: a character per byte), see export.ts.
+  buf.write(split ? split.name : h.name.slice(0, 100), 0, 100, 'latin1');
   octal(buf, 100, 8, h.mode & 0o7777);
   octal(buf, 108, 8, h.uid);
   octal(buf, 116, 8, h.gid);
@@ -69,13 +70,13 @@ export function header(h: TarHeader, gnu: boolean): Buffer {
   octal(buf, 136, 12, h.mtime);
   buf.fill(0x20, 148, 156); // the checksum counts itself as spaces
   buf.write(h.typeflag, 156, 1, 'ascii');
-  if (h.linkname) buf.write(h.linkname, 157, 100, 'utf8');
+  if (h.linkname) buf.write(h.linkname, 157, 100, 'latin1');
   buf.write(gnu ? 'ustar  \0' : 'ustar\x0000', 257, 8, 'latin1');
   if (h.uname) buf.write(h.uname, 265, 32, 'utf8');
   if (h.gname) buf.write(h.gname, 297, 32, 'utf8');
   octal(buf, 329, 8, h.devmajor ?? 0);
   octal(buf, 337, 8, h.devminor ?? 0);
-  if (split?.prefix) buf.write(split.prefix, 345, 155, 'utf8');
+  if (split?.prefix) buf.write(split.prefix, 345, 155, 'latin1');
   let sum = 0;
   for (const b of buf) sum += b;
   buf.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 8, 'ascii');

@@ -415,10 +415,20 @@ Napi::Error HostError(Napi::Env env, const char* syscall, const std::string& pat
   return e;
 }
 
+// A path from JavaScript: a string (UTF-8), or a Buffer, whose bytes are
+// taken as they are (names that are not UTF-8).
+static std::string PathArg(const Napi::Value &value) {
+  if (value.IsBuffer()) {
+    Napi::Buffer<char> bytes = value.As<Napi::Buffer<char>>();
+    return std::string(bytes.Data(), bytes.Length());
+  }
+  return value.As<Napi::String>().Utf8Value();
+}
+
 // hostListXattr(path, followLinks) -> string[]
 Napi::Value HostListXattr(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = PathArg(info[0]);
   bool follow = info[1].ToBoolean();
   std::string buf(4096, '\0');
   for (;;) {
@@ -443,7 +453,7 @@ Napi::Value HostListXattr(const Napi::CallbackInfo& info) {
 // hostGetXattr(path, name, followLinks) -> Buffer
 Napi::Value HostGetXattr(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = PathArg(info[0]);
   std::string name = info[1].As<Napi::String>().Utf8Value();
   bool follow = info[2].ToBoolean();
   std::string buf(4096, '\0');
@@ -462,7 +472,7 @@ Napi::Value HostGetXattr(const Napi::CallbackInfo& info) {
 // hostSetXattr(path, name, value, followLinks)
 Napi::Value HostSetXattr(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = PathArg(info[0]);
   std::string name = info[1].As<Napi::String>().Utf8Value();
   Napi::Buffer<char> value = info[2].As<Napi::Buffer<char>>();
   bool follow = info[3].ToBoolean();
@@ -475,7 +485,7 @@ Napi::Value HostSetXattr(const Napi::CallbackInfo& info) {
 // hostUtimens(path, atimeNs, mtimeNs, followLinks): bigints, nanoseconds
 Napi::Value HostUtimens(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = PathArg(info[0]);
   struct timespec ts[2];
   for (int i = 0; i < 2; i++) {
     bool lossless;
@@ -495,7 +505,7 @@ Napi::Value HostUtimens(const Napi::CallbackInfo& info) {
 // hostMknod(path, mode, dev)
 Napi::Value HostMknod(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::string path = info[0].As<Napi::String>().Utf8Value();
+  std::string path = PathArg(info[0]);
   bool lossless;
   dev_t dev = info[2].IsBigInt() ? info[2].As<Napi::BigInt>().Uint64Value(&lossless)
                                  : info[2].As<Napi::Number>().Int64Value();

@@ -19,16 +19,16 @@ function nodeStyle<T>(fn: () => T): T {
 
 export const host = {
   /** The names of a host file's extended attributes. */
-  listxattr: (path: string, followLinks = false): string[] =>
+  listxattr: (path: string | Buffer, followLinks = false): string[] =>
     nodeStyle(() => loadAddon().hostListXattr(path, followLinks)),
-  getxattr: (path: string, name: string, followLinks = false): Buffer =>
+  getxattr: (path: string | Buffer, name: string, followLinks = false): Buffer =>
     nodeStyle(() => loadAddon().hostGetXattr(path, name, followLinks)),
-  setxattr: (path: string, name: string, value: Buffer, followLinks = false): void =>
+  setxattr: (path: string | Buffer, name: string, value: Buffer, followLinks = false): void =>
     nodeStyle(() => loadAddon().hostSetXattr(path, name, value, followLinks)),
   /** Sets access and modification times, in nanoseconds. */
-  utimens: (path: string, atimeNs: bigint, mtimeNs: bigint, followLinks = false): void =>
+  utimens: (path: string | Buffer, atimeNs: bigint, mtimeNs: bigint, followLinks = false): void =>
     nodeStyle(() => loadAddon().hostUtimens(path, atimeNs, mtimeNs, followLinks)),
-  mknod: (path: string, mode: number, dev: number | bigint = 0): void =>
+  mknod: (path: string | Buffer, mode: number, dev: number | bigint = 0): void =>
     nodeStyle(() => loadAddon().hostMknod(path, mode, dev)),
   /** lseek(2): SEEK_DATA (3) or SEEK_HOLE (4) among others; -1 past the last data. */
   seek: (fd: number, offset: number, whence: number): number =>

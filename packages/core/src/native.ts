@@ -41,11 +41,11 @@ export interface NativeKernel {
 
 export interface NativeAddon {
   start(options: NativeStartOptions): Promise<NativeKernel>;
-  hostListXattr(path: string, followLinks: boolean): string[];
-  hostGetXattr(path: string, name: string, followLinks: boolean): Buffer;
-  hostSetXattr(path: string, name: string, value: Buffer, followLinks: boolean): void;
-  hostUtimens(path: string, atimeNs: bigint, mtimeNs: bigint, followLinks: boolean): void;
-  hostMknod(path: string, mode: number, dev: number | bigint): void;
+  hostListXattr(path: string | Buffer, followLinks: boolean): string[];
+  hostGetXattr(path: string | Buffer, name: string, followLinks: boolean): Buffer;
+  hostSetXattr(path: string | Buffer, name: string, value: Buffer, followLinks: boolean): void;
+  hostUtimens(path: string | Buffer, atimeNs: bigint, mtimeNs: bigint, followLinks: boolean): void;
+  hostMknod(path: string | Buffer, mode: number, dev: number | bigint): void;
   hostSeek(fd: number, offset: number, whence: number): number;
   hostFlock(fd: number, operation: number): boolean;
 }

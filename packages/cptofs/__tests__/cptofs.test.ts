@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { host } from '@lkl-um/core';
 import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
-import { makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
+import { byteNames, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
 
@@ -328,6 +328,25 @@ describe('many at once, interruptions, links and odd paths', () => {
     const r = cli('cptofs', ['-i', image, join(tree, 'file'), '/newname/']);
     expect(r.status).toBe(1);
     expect(r.stderr).toMatch(/cannot copy '.*file' to '\/newname\/': Not a directory/);
+  });
+
+  test('names and link targets that are not UTF-8 go in and come out byte for byte', () => {
+    const src = join(work, 'bytes');
+    fs.rmSync(src, { recursive: true, force: true });
+    fs.mkdirSync(src);
+    makeByteNames(src);
+    const image = freshImage('bytes.img', 64 << 20);
+    const into = cli('cptofs', ['-i', image, src, '/']);
+    expect(into.stderr).toBe('');
+    expect(into.status).toBe(0);
+    run('e2fsck', ['-fn', image]);
+    const want = byteNames(src);
+    withLoop(image, (mnt) => expect(byteNames(join(mnt, 'bytes'))).toBe(want));
+    const out = join(work, 'bytes-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.mkdirSync(out);
+    expect(cli('cpfromfs', ['-i', image, '/bytes', out]).status).toBe(0);
+    expect(byteNames(join(out, 'bytes'))).toBe(want);
   });
 
   test('cpfromfs reads an image whose journal still needs replaying', () => {

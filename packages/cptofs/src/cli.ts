@@ -6,7 +6,7 @@ import { basename, dirname, resolve } from 'node:path';
 import { lstat as hostLstat, realpath } from 'node:fs/promises';
 import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
-import { CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
+import { asBytes, CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -137,7 +137,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
   const into = name === 'cptofs';
   const copyOptions: CopyOptions = {
     preserve: parseNoPreserve(typeof o.preserve === 'string' ? o.preserve : undefined),
-    exclude: new Excluder(o.exclude),
+    exclude: new Excluder(o.exclude.map(asBytes)), // names are byte strings (copy.ts)
     owner: o.owner,
     group: o.group,
     selinux: o.selinux,
@@ -198,7 +198,9 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     }
     // A symlink as the destination is followed, as cp does: in the image,
     // inside the image (see resolveInImage).
-    const dest = into ? await resolveInImage(k, image.root, destArg, true) : await realpath(resolve(destArg)).catch(() => resolve(destArg));
+    const dest = asBytes(
+      into ? await resolveInImage(k, image.root, destArg, true) : await realpath(resolve(destArg)).catch(() => resolve(destArg)),
+    );
     const destIsDir = await isDirectory(to, dest);
     if (sources.length > 1 && !destIsDir) {
       report.stopProgress();
@@ -211,10 +213,10 @@ async function main(name: Direction, argv: string[]): Promise<number> {
       return EXIT_FATAL;
     }
     for (const src of sources) {
-      const from_ = into ? resolve(src) : await resolveInImage(k, image.root, src, false);
+      const from_ = asBytes(into ? resolve(src) : await resolveInImage(k, image.root, src, false));
       if (into) {
         try {
-          await hostLstat(from_); // a dangling symlink is copied as one
+          await hostLstat(Buffer.from(from_, 'latin1')); // a dangling symlink is copied as one
         } catch (e) {
           if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
             report.error(`cannot stat '${src}': No such file or directory`);

@@ -107,36 +107,47 @@ function toStatus(st: BigStat): Status {
 
 // --- the host -------------------------------------------------------------------
 
+/*
+ * Paths are carried as byte strings (latin1: one character per byte), so
+ * that names which are not UTF-8 are copied as they are, as cp does.
+ * bytes() gives the bytes back to the host's and the kernel's calls;
+ * shown() makes a path readable in messages.
+ */
+const bytes = (s: string) => Buffer.from(s, 'latin1');
+const fromBytes = (b: Buffer) => b.toString('latin1');
+export const asBytes = (s: string) => Buffer.from(s, 'utf8').toString('latin1');
+export const shown = (s: string) => Buffer.from(s, 'latin1').toString('utf8');
+
 export const hostSide: Side = {
   name: 'the host',
   creator: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, root: process.getuid?.() === 0 },
   // Small files: a synchronous read costs less than a trip to the thread pool.
   readSmall: async (path) => {
-    const fd = openSync(path, hostConstants.O_RDONLY | hostConstants.O_NOFOLLOW);
+    const fd = openSync(bytes(path), hostConstants.O_RDONLY | hostConstants.O_NOFOLLOW);
     try {
       return readFileSync(fd);
     } finally {
       closeSync(fd);
     }
   },
-  writeSmall: (path, mode, data) => hostfs.writeFile(path, data, { flag: 'wx', mode }),
-  lstat: async (path) => toStatus(await hostfs.lstat(path, { bigint: true })),
-  readdir: (path) => hostfs.readdir(path),
-  readlink: (path) => hostfs.readlink(path),
-  listxattr: async (path) => host.listxattr(path),
-  getxattr: async (path, name) => host.getxattr(path, name),
+  writeSmall: (path, mode, data) => hostfs.writeFile(bytes(path), data, { flag: 'wx', mode }),
+  lstat: async (path) => toStatus(await hostfs.lstat(bytes(path), { bigint: true })),
+  readdir: async (path) => (await hostfs.readdir(bytes(path), { encoding: 'buffer' })).map(fromBytes),
+  readlink: async (path) => fromBytes(await hostfs.readlink(bytes(path), { encoding: 'buffer' })),
+  listxattr: async (path) => host.listxattr(bytes(path)),
+  getxattr: async (path, name) => host.getxattr(bytes(path), name),
   async openRead(path) {
-    const fh = await hostfs.open(path, hostConstants.O_RDONLY | hostConstants.O_NOFOLLOW);
+    const fh = await hostfs.open(bytes(path), hostConstants.O_RDONLY | hostConstants.O_NOFOLLOW);
     return {
       extents: (size) => dataExtents(size, async (offset, whence) => host.seek(fh.fd, offset, whence)),
       read: async (buf, position) => (await fh.read(buf, 0, buf.length, position)).bytesRead,
       close: () => fh.close(),
     };
   },
-  mkdir: (path, mode) => hostfs.mkdir(path, mode).then(() => undefined),
-  unlink: (path) => hostfs.unlink(path),
+  mkdir: (path, mode) => hostfs.mkdir(bytes(path), mode).then(() => undefined),
+  unlink: (path) => hostfs.unlink(bytes(path)),
   async create(path, mode) {
-    const fh = await hostfs.open(path, 'wx', mode);
+    const fh = await hostfs.open(bytes(path), 'wx', mode);
     return {
       write: async (buf, position) => {
         for (let done = 0; done < buf.length; ) {
@@ -147,13 +158,13 @@ export const hostSide: Side = {
       close: () => fh.close(),
     };
   },
-  symlink: (target, path) => hostfs.symlink(target, path),
-  link: (existing, path) => hostfs.link(existing, path),
-  mknod: async (path, mode, rdev) => host.mknod(path, mode, rdev),
-  setxattr: async (path, name, value) => host.setxattr(path, name, value),
-  lchown: (path, uid, gid) => hostfs.lchown(path, uid, gid),
-  chmod: (path, mode) => hostfs.chmod(path, mode),
-  lutimes: async (path, atimeNs, mtimeNs) => host.utimens(path, atimeNs, mtimeNs),
+  symlink: (target, path) => hostfs.symlink(bytes(target), bytes(path)),
+  link: (existing, path) => hostfs.link(bytes(existing), bytes(path)),
+  mknod: async (path, mode, rdev) => host.mknod(bytes(path), mode, rdev),
+  setxattr: async (path, name, value) => host.setxattr(bytes(path), name, value),
+  lchown: (path, uid, gid) => hostfs.lchown(bytes(path), uid, gid),
+  chmod: (path, mode) => hostfs.chmod(bytes(path), mode),
+  lutimes: async (path, atimeNs, mtimeNs) => host.utimens(bytes(path), atimeNs, mtimeNs),
 };
 
 // --- the kernel -----------------------------------------------------------------
@@ -162,38 +173,38 @@ export function kernelSide(k: Kernel): Side {
   return {
     name: 'the image',
     creator: { uid: 0, gid: 0, root: true },
-    readSmall: (path) => k.fs.readFile(path, { flag: C.O_RDONLY | C.O_NOFOLLOW }),
-    writeSmall: (path, mode, data) => k.fs.writeFile(path, data, { flag: 'wx', mode }),
-    lstat: async (path) => toStatus(await k.fs.lstat(path, { bigint: true })),
-    readdir: (path) => k.fs.readdir(path),
-    readlink: (path) => k.fs.readlink(path),
-    listxattr: async (path) => k.fs.llistxattr(path).catch((e: KernelError) => (e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e))),
-    getxattr: (path, name) => k.fs.lgetxattr(path, name),
+    readSmall: (path) => k.fs.readFile(bytes(path), { flag: C.O_RDONLY | C.O_NOFOLLOW }),
+    writeSmall: (path, mode, data) => k.fs.writeFile(bytes(path), data, { flag: 'wx', mode }),
+    lstat: async (path) => toStatus(await k.fs.lstat(bytes(path), { bigint: true })),
+    readdir: async (path) => (await k.fs.readdir(bytes(path), { encoding: 'buffer' })).map(fromBytes),
+    readlink: async (path) => fromBytes(await k.fs.readlink(bytes(path), { encoding: 'buffer' })),
+    listxattr: async (path) => k.fs.llistxattr(bytes(path)).catch((e: KernelError) => (e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e))),
+    getxattr: (path, name) => k.fs.lgetxattr(bytes(path), name),
     async openRead(path) {
-      const fh = await k.fs.open(path, C.O_RDONLY | C.O_NOFOLLOW);
+      const fh = await k.fs.open(bytes(path), C.O_RDONLY | C.O_NOFOLLOW);
       return {
         extents: (size) => fh.dataExtents(size),
         read: async (buf, position) => (await fh.read(buf, 0, buf.length, position)).bytesRead,
         close: () => fh.close(),
       };
     },
-    mkdir: (path, mode) => k.fs.mkdir(path, mode).then(() => undefined),
-    unlink: (path) => k.fs.unlink(path),
+    mkdir: (path, mode) => k.fs.mkdir(bytes(path), mode).then(() => undefined),
+    unlink: (path) => k.fs.unlink(bytes(path)),
     async create(path, mode) {
-      const fh: KernelFileHandle = await k.fs.open(path, 'wx', mode);
+      const fh: KernelFileHandle = await k.fs.open(bytes(path), 'wx', mode);
       return {
         write: async (buf, position) => void (await fh.writeAll(buf, position)),
         truncate: (size) => fh.truncate(size),
         close: () => fh.close(),
       };
     },
-    symlink: (target, path) => k.fs.symlink(target, path),
-    link: (existing, path) => k.fs.link(existing, path),
-    mknod: (path, mode, rdev) => k.fs.mknod(path, mode, rdev),
-    setxattr: (path, name, value) => k.fs.lsetxattr(path, name, value),
-    lchown: (path, uid, gid) => k.fs.lchown(path, uid, gid),
-    chmod: (path, mode) => k.fs.chmod(path, mode),
-    lutimes: (path, atimeNs, mtimeNs) => k.fs.lutimes(path, atimeNs, mtimeNs),
+    symlink: (target, path) => k.fs.symlink(bytes(target), bytes(path)),
+    link: (existing, path) => k.fs.link(bytes(existing), bytes(path)),
+    mknod: (path, mode, rdev) => k.fs.mknod(bytes(path), mode, rdev),
+    setxattr: (path, name, value) => k.fs.lsetxattr(bytes(path), name, value),
+    lchown: (path, uid, gid) => k.fs.lchown(bytes(path), uid, gid),
+    chmod: (path, mode) => k.fs.chmod(bytes(path), mode),
+    lutimes: (path, atimeNs, mtimeNs) => k.fs.lutimes(bytes(path), atimeNs, mtimeNs),
   };
 }
 
@@ -267,12 +278,13 @@ export class TreeCopier {
   }
 
   #show(path: string): string {
-    return this.options.display ? this.options.display(path) : path;
+    return shown(this.options.display ? this.options.display(path) : path);
   }
 
   /* An error's message, with the paths it quotes shown as the user gave them. */
   #explain(e: unknown): string {
-    return errorText(e).replace(/'([^']*)'/g, (_, path: string) => `'${this.#show(path)}'`);
+    // (The paths in messages are decoded already.)
+    return errorText(e).replace(/'([^']*)'/g, (_, path: string) => `'${this.options.display ? this.options.display(path) : path}'`);
   }
 
   #cancelled = false;

@@ -116,3 +116,30 @@ export function withLoop<T>(image: string, fn: (mnt: string) => T): T {
   }
 }
 
+/*
+ * A tree whose names and link target are not UTF-8: a latin1 directory
+ * name, a name with a byte 0xfe, a symlink to bytes 0xff 0xfe.
+ */
+export function makeByteNames(dir: string): void {
+  run('python3', [
+    '-c',
+    `import os,sys
+d = sys.argv[1].encode()
+os.makedirs(d + b'/d\\xe9j\\xe0')
+open(d + b'/bad\\xfename', 'w').write('x')
+open(d + b'/d\\xe9j\\xe0/inner', 'w').write('y')
+os.symlink(b'target\\xff\\xfe', d + b'/lnk')`,
+    dir,
+  ]);
+}
+
+/** What makeByteNames() made, as bytes, to compare one copy with another. */
+export function byteNames(dir: string): string {
+  return run('python3', [
+    '-c',
+    `import os,sys
+d = sys.argv[1].encode()
+print(sorted(n for n in os.listdir(d) if n != b'lost+found'), os.readlink(d + b'/lnk'), os.listdir(d + b'/d\\xe9j\\xe0'))`,
+    dir,
+  ]);
+}

@@ -323,6 +323,14 @@ describe('many at once, interruptions, links and odd paths', () => {
     });
   });
 
+  test('dir/. copies what is in dir, as cp -a dir/. dest does', () => {
+    const image = freshImage('dot.img', 64 << 20);
+    const r = spawnSync(process.execPath, [bin('cptofs'), '-i', image, '.', '/'], { cwd: tree, encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    withLoop(image, (mnt) => expect(fs.existsSync(join(mnt, 'file'))).toBe(true));
+  });
+
   test('a file to \'dest/\' that is not a directory: Not a directory, exit 1', () => {
     const image = freshImage('slash.img', 64 << 20);
     const r = cli('cptofs', ['-i', image, join(tree, 'file'), '/newname/']);

@@ -233,8 +233,10 @@ async function main(name: Direction, argv: string[]): Promise<number> {
         }
       }
       const name_ = basename(from_.replace(/\/+$/, '')) || basename(src);
-      // The image's root has no name of its own: its contents go to dest.
-      const target = destIsDir && from_ !== image.root ? `${dest}/${name_}` : dest;
+      // The image's root has no name of its own, and 'dir/.' means what
+      // is in dir (as for cp -a dir/. dest): their contents go to dest.
+      const contents = from_ === image.root || /(^|\/)\.\/*$/.test(src);
+      const target = destIsDir && !contents ? `${dest}/${name_}` : dest;
       await copier.copy(from_, target, name_);
     }
   } finally {

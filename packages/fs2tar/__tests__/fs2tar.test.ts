@@ -325,6 +325,17 @@ describe('odd outputs, unreadable files, old times, long links, ACLs', () => {
     }
   });
 
+  test('--mtime @-1.5 is 1.5 s before 1970; a bad --mtime or a lone --clamp-mtime: exit 2', () => {
+    const archive = join(work, 'mtime.tar');
+    expect(cli(['--mtime', '@-1.5', image, archive]).status).toBe(0);
+    const times = run('python3', ['-c', 'import sys,tarfile; print(set(m.pax_headers["mtime"] for m in tarfile.open(sys.argv[1])))', archive]);
+    expect(times.trim()).toBe("{'-1.5'}");
+    const bad = cli(['--mtime', '@abc', image, archive]);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toMatch(/--mtime: not @SECONDS/);
+    expect(cli(['--clamp-mtime', image, archive]).stderr).toMatch(/--clamp-mtime needs --mtime/);
+  });
+
   test('-C stays in the image and must name a directory', () => {
     const up = cli(['-C', '../..', image, join(work, 'up.tar')]);
     expect(up.status).toBe(0);

@@ -80,8 +80,11 @@ Exit status: 0 all was exported, 1 some entries failed (each named), 2 usage or 
 
 function parseTime(text: string): bigint {
   if (text.startsWith('@')) {
-    const [sec, frac = ''] = text.slice(1).split('.');
-    return BigInt(sec) * 1_000_000_000n + BigInt(frac.padEnd(9, '0').slice(0, 9) || '0');
+    // @SECONDS[.FRACTION], the sign on the whole: @-1.5 is 1.5 s before 1970.
+    const m = /^@(-?)(\d+)(?:\.(\d*))?$/.exec(text);
+    if (!m) throw new Error(`--mtime: not @SECONDS[.FRACTION]: ${text}`);
+    const ns = BigInt(m[2]) * 1_000_000_000n + BigInt((m[3] ?? '').padEnd(9, '0').slice(0, 9));
+    return m[1] ? -ns : ns;
   }
   const ms = Date.parse(text);
   if (Number.isNaN(ms)) throw new Error(`--mtime: not a date: ${text}`);
@@ -98,6 +101,18 @@ async function main(argv: string[]): Promise<number> {
   const report = new Reporter('fs2tar', { quiet: o.quiet, verbose: o.verbose, debug: o.debug });
   if (o.zstd && !('createZstdCompress' in zlib)) {
     process.stderr.write(`fs2tar: --zstd: this Node (${process.version}) has no zstd; Node 22.15 and later do\n`);
+    return EXIT_FATAL;
+  }
+  // Checked before the kernel boots: usage errors.
+  if (o.clampMtime && !o.mtime) {
+    process.stderr.write('fs2tar: --clamp-mtime needs --mtime\n');
+    return EXIT_FATAL;
+  }
+  let mtimeNs: bigint | undefined;
+  try {
+    mtimeNs = o.mtime ? parseTime(o.mtime) : undefined;
+  } catch (e) {
+    process.stderr.write(`fs2tar: ${(e as Error).message}\n`);
     return EXIT_FATAL;
   }
   if (toStdout && process.stdout.isTTY) {
@@ -143,7 +158,7 @@ async function main(argv: string[]): Promise<number> {
     exclude: new Excluder(o.exclude.map((p) => Buffer.from(p, 'utf8').toString('latin1'))),
     sort: o.sort === 'name',
     names: o.ownerNames ? await ownerNames(k, image.root) : undefined,
-    mtime: o.mtime ? { ns: parseTime(o.mtime), clamp: !!o.clampMtime } : undefined,
+    mtime: mtimeNs === undefined ? undefined : { ns: mtimeNs, clamp: !!o.clampMtime },
     selinux,
     onEntry: o.verbose ? (name) => (toStdout ? process.stderr : process.stdout).write(Buffer.from(`${name}\n`, 'latin1')) : undefined,
   };

@@ -1211,6 +1211,13 @@ static void die(const char *fmt, ...)
 	exit(2);
 }
 
+/* File systems with a journal that a read-only mount may skip. */
+static bool has_journal(const char *type)
+{
+	return !strcmp(type, "ext3") || !strcmp(type, "ext4") ||
+	       !strcmp(type, "xfs");
+}
+
 static long kmount(const char *src, const char *dir, const char *type,
 		   unsigned long flags, const char *data)
 {
@@ -1323,6 +1330,17 @@ static void mount_image(void)
 		snprintf(path, sizeof(path), "/dev/%s", block);
 
 	ret = kmount(path, ROOT, o.type, o.readonly ? MS_RDONLY : 0, o.opts);
+	/*
+	 * A journal to replay, which a read-only image cannot take: mounted
+	 * as mount -o ro,norecovery would, without what the journal holds.
+	 */
+	if (ret == -EROFS && o.readonly && has_journal(o.type)) {
+		char opts[PATH_MAX];
+
+		snprintf(opts, sizeof(opts), "%s%snorecovery",
+			 o.opts ? o.opts : "", o.opts ? "," : "");
+		ret = kmount(path, ROOT, o.type, MS_RDONLY, opts);
+	}
 	if (ret < 0)
 		die("%s: cannot mount as %s: %s", o.image, o.type,
 		    strerror((int)-ret));

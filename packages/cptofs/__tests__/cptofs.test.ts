@@ -7,7 +7,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { host } from '@lkl-um/core';
 import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
-import { byteNames, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
+import { byteNames, copyNeedingRecovery, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
 
@@ -360,17 +360,7 @@ describe('many at once, interruptions, links and odd paths', () => {
   test('cpfromfs reads an image whose journal still needs replaying', () => {
     const image = freshImage('journal.img', 64 << 20);
     const copy = join(work, 'journal-copy.img');
-    const mnt = tempDir('lkl-um-journal-');
-    run('mount', ['-o', 'loop', image, mnt]);
-    try {
-      fs.writeFileSync(join(mnt, 'f'), 'in the image');
-      run('sync', []);
-      fs.copyFileSync(image, copy); // as if the machine stopped here
-    } finally {
-      run('umount', [mnt]);
-      fs.rmdirSync(mnt);
-    }
-    expect(run('dumpe2fs', ['-h', copy])).toMatch(/needs_recovery/);
+    copyNeedingRecovery(image, copy);
     const out = join(work, 'journal-out');
     fs.rmSync(out, { recursive: true, force: true });
     fs.mkdirSync(out);

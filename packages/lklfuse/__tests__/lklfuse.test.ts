@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { host } from '../../core/src';
 import { filesystem, isRoot, run, tempDir } from '../../core/__tests__/helpers/images';
-import { makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
+import { copyNeedingRecovery, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
 
@@ -500,6 +500,19 @@ describe('as an ordinary user', () => {
 });
 
 describe('starting and stopping', () => {
+  test('-o ro mounts an image whose journal still needs replaying, without replaying it', () => {
+    const image = freshImage('ext4', 'journal');
+    const copy = join(work, 'journal-copy.img');
+    copyNeedingRecovery(image, copy);
+    const mnt = mountpoint('journal');
+    const m = mountImage(copy, mnt, 'ro');
+    try {
+      expect(fs.readFileSync(join(mnt, 'f'), 'utf8')).toBe('in the image');
+    } finally {
+      m.unmount();
+    }
+  });
+
   test('lock= refuses a second lklfuse with exit 2', () => {
     const image = freshImage('ext4', 'locked');
     const a = mountpoint('locked-a');

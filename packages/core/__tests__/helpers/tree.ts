@@ -143,3 +143,22 @@ print(sorted(n for n in os.listdir(d) if n != b'lost+found'), os.readlink(d + b'
     dir,
   ]);
 }
+
+/*
+ * Copies an ext4 image to `copy` while the host has it mounted with a file
+ * 'f' just written: the copy's journal still needs replaying, as after a
+ * crash.
+ */
+export function copyNeedingRecovery(image: string, copy: string): void {
+  const mnt = tempDir('lkl-um-journal-');
+  run('mount', ['-o', 'loop', image, mnt]);
+  try {
+    fs.writeFileSync(join(mnt, 'f'), 'in the image');
+    run('sync', []);
+    fs.copyFileSync(image, copy);
+  } finally {
+    run('umount', [mnt]);
+    fs.rmdirSync(mnt);
+  }
+  if (!/needs_recovery/.test(run('dumpe2fs', ['-h', copy]))) throw new Error(`${copy}: the journal was replayed already`);
+}

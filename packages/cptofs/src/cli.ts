@@ -143,19 +143,11 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     selinux: o.selinux,
   };
 
-  const image: MountedImage = await openImage({
-    image: o.filesystemImage,
-    type: o.filesystemType,
-    partition: o.partition,
-    readOnly: !into,
-    memoryMb: o.mb,
-    printk: o.printk,
-    create: o.create,
-  });
   let interrupted = false;
   let copier: TreeCopier | undefined;
   // The first signal stops the copy: what is in flight finishes, then the
-  // image is unmounted cleanly.  A second one exits at once.
+  // image is unmounted cleanly.  A second one exits at once.  Caught from
+  // before the kernel boots.
   const onSignal = () => {
     if (interrupted) process.exit(EXIT_INTERRUPTED);
     interrupted = true;
@@ -165,6 +157,16 @@ async function main(name: Direction, argv: string[]): Promise<number> {
   };
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
+
+  const image: MountedImage = await openImage({
+    image: o.filesystemImage,
+    type: o.filesystemType,
+    partition: o.partition,
+    readOnly: !into,
+    memoryMb: o.mb,
+    printk: o.printk,
+    create: o.create,
+  });
 
   const k = image.kernel;
   // Modes come from the sources, not from a umask: on both sides.

@@ -120,6 +120,20 @@ async function main(argv: string[]): Promise<number> {
     return EXIT_FATAL;
   }
 
+  // The first signal stops the export where it is (the archive is
+  // abandoned, its partial file removed) and the image is closed; a
+  // second one exits at once.  Caught from before the kernel boots.
+  let interrupted = false;
+  let stopExport: (() => void) | undefined;
+  const onSignal = () => {
+    if (interrupted) process.exit(EXIT_INTERRUPTED);
+    interrupted = true;
+    report.stopProgress();
+    stopExport?.();
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
   const image = await openImage({
     image: imagePath,
     type: o.filesystemType,
@@ -134,19 +148,6 @@ async function main(argv: string[]): Promise<number> {
   // whole.  Anything else (a device, a FIFO, a symlink to one) is written
   // to as it is, as tar does: renaming over it would replace it.
   const partial = toStdout || !replaceable(target) ? undefined : join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
-  // The first signal stops the export where it is (the archive is
-  // abandoned, its partial file removed) and the image is closed; a
-  // second one exits at once.
-  let interrupted = false;
-  let stopExport: (() => void) | undefined;
-  const onSignal = () => {
-    if (interrupted) process.exit(EXIT_INTERRUPTED);
-    interrupted = true;
-    report.stopProgress();
-    stopExport?.();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
 
   const selinux: string[] | undefined = o.selinux ? [] : undefined;
   // -C names a directory from the image's root, as in a chroot.
@@ -216,6 +217,9 @@ async function main(argv: string[]): Promise<number> {
   } finally {
     report.stopProgress();
     await image.close();
+    // What is still queued for a reader that went quiet (a pipe) is
+    // dropped: an interrupted archive is incomplete anyway.
+    if (interrupted) process.exit(EXIT_INTERRUPTED);
   }
   report.summarize();
   return report.errors ? EXIT_SOME_FAILED : EXIT_OK;

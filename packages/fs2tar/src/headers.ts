@@ -40,7 +40,8 @@ function octal(buf: Buffer, at: number, width: number, value: number): void {
 export function fitsUstar(name: string): { name: string; prefix: string } | undefined {
   if (!/^[\x20-\x7e]*$/.test(name)) return undefined;
   if (name.length <= 100) return { name, prefix: '' };
-  for (let i = name.lastIndexOf('/', 155); i > 0; i = name.lastIndexOf('/', i - 1)) {
+  // Split at a slash that leaves a name: not a directory's trailing one.
+  for (let i = name.lastIndexOf('/', Math.min(155, name.length - 2)); i > 0; i = name.lastIndexOf('/', i - 1)) {
     if (name.length - i - 1 <= 100) return { name: name.slice(i + 1), prefix: name.slice(0, i) };
   }
   return undefined;

@@ -4,6 +4,7 @@
 // tool where the host kernel lacks the driver).
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
+import * as zlib from 'node:zlib';
 import { join } from 'node:path';
 import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
 import { byteNames, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
@@ -106,6 +107,20 @@ describe('archives', () => {
     expect(cli([image, join(work, 'b.tar')]).status).toBe(0);
     expect(fs.readFileSync(join(work, 'a.tar')).equals(fs.readFileSync(join(work, 'b.tar')))).toBe(true);
     expect(fs.readFileSync(image).equals(before)).toBe(true);
+  });
+
+  test('an archive ends on a whole 10240-byte record, as GNU tar\'s does, before compression too', () => {
+    const plain = join(work, 'record.tar');
+    expect(cli([image, plain]).status).toBe(0);
+    const size = fs.statSync(plain).size;
+    expect(size % 10240).toBe(0);
+    // GNU tar reading whole records from a pipe finds no short last one.
+    const strict = spawnSync('sh', ['-c', `cat ${plain} | tar -b 20 -tf - >/dev/null`], { encoding: 'utf8' });
+    expect(strict.stderr).toBe('');
+    expect(strict.status).toBe(0);
+    const gz = join(work, 'record.tar.gz');
+    expect(cli(['-z', image, gz]).status).toBe(0);
+    expect(zlib.gunzipSync(fs.readFileSync(gz)).length).toBe(size);
   });
 
   test('to stdout, gzipped, a subtree, excludes, --mtime, --format gnu, -s', () => {

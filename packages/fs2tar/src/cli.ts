@@ -7,7 +7,7 @@ import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
 import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
-import { ArchiveClosed, ExportOptions, ownerNames, shown, TarExporter, useOwnHeaders } from './export';
+import { ArchiveClosed, ExportOptions, ownerNames, padToRecord, shown, TarExporter, useOwnHeaders } from './export';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../package.json') as { version: string };
@@ -187,7 +187,7 @@ async function main(argv: string[]): Promise<number> {
     const compress = o.gzip ? [zlib.createGzip()] : o.zstd ? [(zlib as unknown as { createZstdCompress(): NodeJS.ReadWriteStream }).createZstdCompress()] : [];
     const out = toStdout ? process.stdout : createWriteStream(partial ?? target);
     let writeError: NodeJS.ErrnoException | undefined;
-    const writing = pipeline(pack, ...(compress as []), out).catch((e: NodeJS.ErrnoException) => {
+    const writing = pipeline(pack, padToRecord(), ...(compress as []), out).catch((e: NodeJS.ErrnoException) => {
       writeError = e;
       pack.destroy(e);
     });

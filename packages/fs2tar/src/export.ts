@@ -5,6 +5,7 @@
 // few dozen at a time; the stream's back-pressure bounds the memory.
 import { CONSTANTS as C, Excluder, Kernel, KernelError, Reporter } from '@lkl-um/core';
 import type { BigIntStats, RawDirent } from '@lkl-um/core';
+import { Transform } from 'node:stream';
 import type { Pack } from 'tar-stream';
 import { asciiStandIn, fitsLinkname, fitsUstar, header, paxRecords, TarHeader } from './headers';
 
@@ -481,6 +482,28 @@ export function useOwnHeaders(pack: Pack): void {
   const p = pack as unknown as { _encode(h: { raw?: Buffer }): void; push(b: Buffer): boolean };
   const encode = p._encode.bind(p);
   p._encode = (h) => (h.raw ? void p.push(h.raw) : encode(h));
+}
+
+/** GNU tar's record: 20 blocks of 512 bytes, the unit of tapes and of `tar -b`. */
+export const RECORD_SIZE = 10240;
+
+/**
+ * Passes an archive through and ends it with zeros up to a whole record, as
+ * GNU tar does (before any compression), so that readers that read whole
+ * records (tar -b 20 from a pipe, tapes) find the last one complete.
+ */
+export function padToRecord(): Transform {
+  let length = 0;
+  return new Transform({
+    transform(chunk: Buffer, _encoding, done) {
+      length += chunk.length;
+      done(null, chunk);
+    },
+    flush(done) {
+      const short = (RECORD_SIZE - (length % RECORD_SIZE)) % RECORD_SIZE;
+      done(null, short ? Buffer.alloc(short) : undefined);
+    },
+  });
 }
 
 /** uid -> name and gid -> name from the image's /etc/passwd and /etc/group. */

@@ -276,6 +276,42 @@ describe('many at once, interruptions, links and odd paths', () => {
     });
   });
 
+  test('a file over an existing one is written in place, as cp does: its other names see the new data', () => {
+    const src = join(work, 'inplace');
+    fs.rmSync(src, { recursive: true, force: true });
+    fs.mkdirSync(src);
+    fs.writeFileSync(join(src, 'big'), Buffer.alloc(1 << 20, 1));
+    fs.linkSync(join(src, 'big'), join(src, 'big2'));
+    fs.writeFileSync(join(src, 'small'), 'old');
+    fs.linkSync(join(src, 'small'), join(src, 'small2'));
+    const image = freshImage('inplace.img', 64 << 20);
+    expect(cli('cptofs', ['-i', image, src, '/']).status).toBe(0);
+    const newBig = join(work, 'new-big');
+    fs.writeFileSync(newBig, Buffer.alloc(600 << 10, 2));
+    const newSmall = join(work, 'new-small');
+    fs.writeFileSync(newSmall, 'new');
+    for (const [from, to] of [[newBig, '/inplace/big'], [newSmall, '/inplace/small']]) {
+      const r = cli('cptofs', ['-i', image, from, to]);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    }
+    run('e2fsck', ['-fn', image]);
+    withLoop(image, (mnt) => {
+      const at = (name: string) => join(mnt, 'inplace', name);
+      expect(fs.statSync(at('big2')).ino).toBe(fs.statSync(at('big')).ino);
+      expect(sum(at('big2'))).toBe(sum(newBig));
+      expect(fs.readFileSync(at('small2'), 'utf8')).toBe('new');
+    });
+    // And out: a host file with a second name gets the image's data in place.
+    const out = join(work, 'inplace-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.mkdirSync(out);
+    fs.writeFileSync(join(out, 'x'), 'something longer than new');
+    fs.linkSync(join(out, 'x'), join(out, 'x2'));
+    expect(cli('cpfromfs', ['-i', image, '/inplace/small', join(out, 'x')]).status).toBe(0);
+    expect(fs.readFileSync(join(out, 'x2'), 'utf8')).toBe('new');
+  });
+
   test('a dangling symlink goes in as one; .. does not leave the image; cpfromfs of / copies its contents', () => {
     const dangling = join(work, 'dangling');
     fs.rmSync(dangling, { force: true });

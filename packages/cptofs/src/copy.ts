@@ -32,6 +32,8 @@ const S_IFMT = C.S_IFMT;
 const isDir = (m: number) => (m & S_IFMT) === C.S_IFDIR;
 const isReg = (m: number) => (m & S_IFMT) === C.S_IFREG;
 const isLnk = (m: number) => (m & S_IFMT) === C.S_IFLNK;
+/* Opening a file that is there to write it anew; the kernel's flags are the host's (one ABI). */
+const OVERWRITE = C.O_WRONLY | C.O_TRUNC | C.O_NOFOLLOW;
 
 interface Reader {
   /** The data extents [start, end) of a file of `size` bytes. */
@@ -53,8 +55,8 @@ export interface Side {
   readonly creator: { uid: number; gid: number; root: boolean };
   /** Reads a small file whole, in one go. */
   readSmall(path: string): Promise<Buffer>;
-  /** Creates a small file with its mode and data, in one go. */
-  writeSmall(path: string, mode: number, data: Buffer): Promise<void>;
+  /** Creates a small file with its mode and data, in one go; or, `existing`, truncates the file there and writes it. */
+  writeSmall(path: string, mode: number, data: Buffer, existing: boolean): Promise<void>;
   lstat(path: string): Promise<Status>;
   readdir(path: string): Promise<string[]>;
   readlink(path: string): Promise<string>;
@@ -64,7 +66,8 @@ export interface Side {
 
   mkdir(path: string, mode: number): Promise<void>;
   unlink(path: string): Promise<void>;
-  create(path: string, mode: number): Promise<Writer>;
+  /** A new file; or, `existing`, the file there, truncated (as cp overwrites). */
+  create(path: string, mode: number, existing: boolean): Promise<Writer>;
   symlink(target: string, path: string): Promise<void>;
   link(existing: string, path: string): Promise<void>;
   mknod(path: string, mode: number, rdev: bigint): Promise<void>;
@@ -130,7 +133,7 @@ export const hostSide: Side = {
       closeSync(fd);
     }
   },
-  writeSmall: (path, mode, data) => hostfs.writeFile(bytes(path), data, { flag: 'wx', mode }),
+  writeSmall: (path, mode, data, existing) => hostfs.writeFile(bytes(path), data, { flag: existing ? OVERWRITE : 'wx', mode }),
   lstat: async (path) => toStatus(await hostfs.lstat(bytes(path), { bigint: true })),
   readdir: async (path) => (await hostfs.readdir(bytes(path), { encoding: 'buffer' })).map(fromBytes),
   readlink: async (path) => fromBytes(await hostfs.readlink(bytes(path), { encoding: 'buffer' })),
@@ -146,8 +149,8 @@ export const hostSide: Side = {
   },
   mkdir: (path, mode) => hostfs.mkdir(bytes(path), mode).then(() => undefined),
   unlink: (path) => hostfs.unlink(bytes(path)),
-  async create(path, mode) {
-    const fh = await hostfs.open(bytes(path), 'wx', mode);
+  async create(path, mode, existing) {
+    const fh = await hostfs.open(bytes(path), existing ? OVERWRITE : 'wx', mode);
     return {
       write: async (buf, position) => {
         for (let done = 0; done < buf.length; ) {
@@ -174,7 +177,7 @@ export function kernelSide(k: Kernel): Side {
     name: 'the image',
     creator: { uid: 0, gid: 0, root: true },
     readSmall: (path) => k.fs.readFile(bytes(path), { flag: C.O_RDONLY | C.O_NOFOLLOW }),
-    writeSmall: (path, mode, data) => k.fs.writeFile(bytes(path), data, { flag: 'wx', mode }),
+    writeSmall: (path, mode, data, existing) => k.fs.writeFile(bytes(path), data, { flag: existing ? OVERWRITE : 'wx', mode }),
     lstat: async (path) => toStatus(await k.fs.lstat(bytes(path), { bigint: true })),
     readdir: async (path) => (await k.fs.readdir(bytes(path), { encoding: 'buffer' })).map(fromBytes),
     readlink: async (path) => fromBytes(await k.fs.readlink(bytes(path), { encoding: 'buffer' })),
@@ -190,8 +193,8 @@ export function kernelSide(k: Kernel): Side {
     },
     mkdir: (path, mode) => k.fs.mkdir(bytes(path), mode).then(() => undefined),
     unlink: (path) => k.fs.unlink(bytes(path)),
-    async create(path, mode) {
-      const fh: KernelFileHandle = await k.fs.open(bytes(path), 'wx', mode);
+    async create(path, mode, existing) {
+      const fh: KernelFileHandle = await k.fs.open(bytes(path), existing ? OVERWRITE : 'wx', mode);
       return {
         write: async (buf, position) => void (await fh.writeAll(buf, position)),
         truncate: (size) => fh.truncate(size),
@@ -388,23 +391,36 @@ export class TreeCopier {
     await this.#metadata(src, dest, st);
   }
 
-  /* Creates dest; what is in the way (not a directory) goes first, as with cp. */
+  /*
+   * Creates dest, as cp does: a regular file there is overwritten in place
+   * (its other names and its inode stay); anything else in the way, not a
+   * directory, goes first.  A file that will not open for writing is
+   * replaced, as cp -f replaces it.
+   */
   async #create(src: string, dest: string, st: Status): Promise<void> {
     try {
-      return await this.#make(src, dest, st);
+      return await this.#make(src, dest, st, false);
     } catch (e) {
       if ((e as { code?: string }).code !== 'EEXIST') throw e;
       const there = await this.to.lstat(dest);
       if (isDir(there.mode)) throw e;
+      if (isReg(st.mode) && isReg(there.mode)) {
+        try {
+          return await this.#make(src, dest, st, true);
+        } catch (e) {
+          const code = (e as { code?: string }).code;
+          if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ETXTBSY') throw e;
+        }
+      }
       await this.to.unlink(dest);
-      return this.#make(src, dest, st);
+      return this.#make(src, dest, st, false);
     }
   }
 
-  async #make(src: string, dest: string, st: Status): Promise<void> {
+  async #make(src: string, dest: string, st: Status, existing: boolean): Promise<void> {
     const type = st.mode & S_IFMT;
     const mode = this.options.preserve.mode ? st.mode & 0o7777 : isDir(st.mode) ? 0o755 : 0o644;
-    if (isReg(st.mode)) return this.#copyData(src, dest, st, mode);
+    if (isReg(st.mode)) return this.#copyData(src, dest, st, mode, existing);
     if (isLnk(st.mode)) {
       const target = await this.from.readlink(src);
       try {
@@ -424,17 +440,17 @@ export class TreeCopier {
     }
   }
 
-  async #copyData(src: string, dest: string, st: Status, mode: number): Promise<void> {
+  async #copyData(src: string, dest: string, st: Status, mode: number, existing: boolean): Promise<void> {
     const sparse = st.blocks * 512 < st.size;
     if (st.size <= SMALL && !sparse) {
       const data = await this.from.readSmall(src);
-      await this.to.writeSmall(dest, this.#createMode(st, mode), data);
+      await this.to.writeSmall(dest, this.#createMode(st, mode), data, existing);
       this.progress.bytes += data.length;
       return;
     }
     const reader = await this.from.openRead(src);
     try {
-      const writer = await this.to.create(dest, this.#createMode(st, mode));
+      const writer = await this.to.create(dest, this.#createMode(st, mode), existing);
       try {
         // Only the data extents: holes stay holes.
         const extents = sparse ? await reader.extents(st.size) : [[0, st.size] as [number, number]];

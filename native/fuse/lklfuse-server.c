@@ -58,9 +58,10 @@ static struct lkl_um *k;
 
 static struct {
 	const char *image, *type, *opts, *mountpoint, *fuse_opts;
+	const char *log;		/* the kernel's messages go here */
 	char mountpoint_abs[PATH_MAX];	/* as /proc/self/mountinfo shows it */
 	int partition, readonly, mb, ready_fd, lock_fd, writeback, debug;
-	int daemon;
+	int daemon, single_thread;
 	long uid, gid;
 } o = { .mb = 256, .ready_fd = -1, .lock_fd = -1, .uid = -1, .gid = -1 };
 
@@ -1297,6 +1298,9 @@ static void mount_image(void)
 	    kmount("proc", "/proc", "proc", 0, NULL) < 0)
 		die("cannot mount the kernel's own filesystems");
 	SYS(SYS_umask, 0);
+	/* Every message to the log, as LKL's lklfuse has them. */
+	if (o.log)
+		write_kernel_file("/proc/sys/kernel/printk", "8");
 
 	disk.fd = open(o.image, o.readonly ? O_RDONLY : O_RDWR);
 	if (disk.fd < 0)
@@ -1359,6 +1363,8 @@ static void parse(int argc, char **argv)
 		{ "--writeback-cache", .flag = &o.writeback },
 		{ "--debug", .flag = &o.debug },
 		{ "--daemon", .flag = &o.daemon },
+		{ "--single-thread", .flag = &o.single_thread },
+		{ "--log", .text = &o.log },
 		{ "--image", .text = &o.image },
 		{ "--type", .text = &o.type },
 		{ "--opts", .text = &o.opts },
@@ -1455,10 +1461,18 @@ int main(int argc, char **argv)
 
 	lkl_um_options_init(&opts);
 	opts.memory = (uint64_t)o.mb << 20;
+	if (o.log) {
+		opts.console_fd = open(o.log, O_WRONLY | O_CREAT | O_APPEND |
+					      O_CLOEXEC, 0644);
+		if (opts.console_fd < 0)
+			die("%s: %s", o.log, strerror(errno));
+	}
 	/* A scratch buffer per serving thread, and room for the allocator. */
 	opts.heap_size = 4 * SERVE_THREADS * (size_t)SCRATCH;
 	if (lkl_um_start(&opts, &k))
 		die("%s", lkl_um_last_error());
+	if (opts.console_fd >= 0)
+		close(opts.console_fd);	/* the kernel process has its own */
 	mount_image();
 	root.fd = (int)SYS(SYS_open, wpath(scratch().path[0], ROOT),
 			   O_PATH | O_DIRECTORY | O_CLOEXEC);
@@ -1500,7 +1514,7 @@ int main(int argc, char **argv)
 	if (o.daemon)
 		let_go_of_terminal();
 
-	ret = fuse_serve(&fuse, se, SERVE_THREADS);
+	ret = fuse_serve(&fuse, se, o.single_thread ? 1 : SERVE_THREADS);
 	if (ret)
 		fprintf(stderr, "lklfuse: serving %s: %s\n", o.mountpoint,
 			strerror(-ret));

@@ -445,7 +445,7 @@ describe('bad input', () => {
     const image = join(work, 'wrongtype.img');
     FILESYSTEMS[0].make(image);
     const disk = await k.addDisk(image);
-    await expect(k.mount(disk, { type: 'xfs' })).rejects.toThrow(/as xfs.*the kernel said: .*XFS/);
+    await expect(k.mount(disk, { type: 'xfs' })).rejects.toThrow(/wrongtype\.img: cannot mount as xfs: EINVAL.*the kernel said: .*XFS/);
     await disk.remove();
   });
 

@@ -1,8 +1,8 @@
 // Disks: image files plugged into the kernel as virtio-blk devices, their
 // partitions as the kernel's own partition scan sees them, and mounting
 // them, with 'auto' finding the filesystem.
-import { closeSync, constants as hostConstants, openSync, statSync } from 'node:fs';
-import { KernelError } from './errors';
+import { closeSync, constants as hostConstants, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { errnoMessage, KernelError } from './errors';
 import { host } from './host';
 import { CONSTANTS as C, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
@@ -139,6 +139,13 @@ const IMAGE_LOCK_TIMEOUT_MS = 15000;
 async function lockImage(fd: number, readOnly: boolean, name: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!host.tryLock(fd, !readOnly)) {
+    // Mounted, not syncing: no use waiting.
+    const mountpoint = lklfuseMountOf(name);
+    if (mountpoint !== undefined) {
+      const e = new KernelError(EBUSY, 'addDisk', name);
+      e.message = `${name}: mounted by lklfuse on ${mountpoint} (EBUSY): unmount it first (fusermount3 -u ${mountpoint})`;
+      throw e;
+    }
     if (Date.now() > deadline) {
       const e = new KernelError(EBUSY, 'addDisk', name);
       e.message = `${name}: in use by another lkl-um kernel (an lklfuse mount, or one still syncing after its unmount)`;
@@ -146,6 +153,27 @@ async function lockImage(fd: number, readOnly: boolean, name: string, timeoutMs:
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/* Where an lklfuse mount of `image` is, from the host's mount table; undefined if none is. */
+function lklfuseMountOf(image: string): string | undefined {
+  let path: string;
+  let mounts: string;
+  try {
+    path = realpathSync(image);
+    mounts = readFileSync('/proc/self/mounts', 'utf8');
+  } catch {
+    return undefined;
+  }
+  // lklfuse names its mount after the image, commas made '_'; fields escape
+  // spaces and the like as octal.
+  const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  const source = path.replace(/,/g, '_');
+  for (const line of mounts.split('\n')) {
+    const [from, on, type] = line.split(' ');
+    if (type === 'fuse.lklfuse' && unescape(from) === source) return unescape(on);
+  }
+  return undefined;
 }
 
 async function readSys(kernel: Kernel, path: string): Promise<string> {
@@ -322,6 +350,8 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
       if (options.type && options.type !== 'auto') {
         const said = kmsg >= 0 ? await kernelMessages(kernel, kmsg) : [];
         const e = new KernelError(-ret, 'mount', `${device} on ${target} as ${type}`);
+        // Named as the caller knows it: the image, not the kernel's device.
+        e.message = `${disk.image}${options.partition ? ` partition ${options.partition}` : ''}: cannot mount as ${type}: ${e.code} (${errnoMessage(-ret)})`;
         if (said.length) e.message += `; the kernel said: ${said.join(' / ')}`;
         throw e;
       }

@@ -513,6 +513,27 @@ describe('starting and stopping', () => {
     }
   });
 
+  test('log= gets the kernel\'s messages, mount to unmount; -s serves one request at a time', () => {
+    const image = freshImage('ext4', 'logged');
+    const mnt = mountpoint('logged');
+    const log = join(work, 'kernel.log');
+    const m = mountImage(image, mnt, `log=${log}`);
+    m.unmount();
+    const text = fs.readFileSync(log, 'utf8');
+    expect(text).toMatch(/EXT4-fs \(vda\): mounted filesystem .* r\/w/);
+    expect(text).toMatch(/EXT4-fs \(vda\): unmounting filesystem/);
+
+    // One thread: a reader and a writer at once still both finish.
+    expect(cli(['-s', image, mnt]).status).toBe(0);
+    try {
+      run('sh', ['-c', `dd if=/dev/zero of=${mnt}/a bs=1M count=16 status=none & find ${mnt} >/dev/null; wait`]);
+      expect(fs.statSync(join(mnt, 'a')).size).toBe(16 << 20);
+      expect(fs.readFileSync('/proc/self/mounts', 'utf8')).toContain(`${mnt} fuse.lklfuse`);
+    } finally {
+      run('fusermount3', ['-u', mnt]);
+    }
+  });
+
   test('lock= refuses a second lklfuse with exit 2', () => {
     const image = freshImage('ext4', 'locked');
     const a = mountpoint('locked-a');
@@ -531,12 +552,15 @@ describe('starting and stopping', () => {
     expect(cli([image, mnt]).status).toBe(0);
     run('dd', ['if=/dev/urandom', `of=${mnt}/data`, 'bs=1M', 'count=32']);
     const sum = run('sha256sum', [join(mnt, 'data')]).split(' ')[0];
-    const busy = spawnSync(process.execPath, [join(__dirname, '../../fs2tar/bin/fs2tar.js'), image, join(work, 'x.tar')], {
+    // Named by another path, a symlink, it is the same image: refused at once.
+    const alias = join(work, 'handover-alias.img');
+    fs.symlinkSync(image, alias);
+    const busy = spawnSync(process.execPath, [join(__dirname, '../../fs2tar/bin/fs2tar.js'), alias, join(work, 'x.tar')], {
       encoding: 'utf8',
-      timeout: 60_000,
+      timeout: 5_000,
     });
     expect(busy.status).toBe(2);
-    expect(busy.stderr).toMatch(/handover\.img: in use by another lkl-um kernel/);
+    expect(busy.stderr).toMatch(new RegExp(`handover-alias\\.img: mounted by lklfuse on ${mnt} \\(EBUSY\\)`));
 
     run('fusermount3', ['-u', mnt]);
     const out = join(work, 'handover-out');
@@ -561,7 +585,7 @@ describe('starting and stopping', () => {
 
     const wrongType = cli(['-o', 'type=xfs', freshImage('ext4', 'wrong-type'), mnt]);
     expect(wrongType.status).toBe(2);
-    expect(wrongType.stderr).toMatch(/EINVAL.*as xfs.*the kernel said: XFS/);
+    expect(wrongType.stderr).toMatch(/wrong-type\.img: cannot mount as xfs: EINVAL \(invalid argument\); the kernel said: XFS/);
 
     const noDir = cli([junk, join(work, 'no-such-dir')]);
     expect(noDir.status).toBe(2);

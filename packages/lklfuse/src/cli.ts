@@ -18,6 +18,7 @@ function program(): Command {
     .option('-o <options>', 'mount options, comma-separated (repeatable); see below', (v: string, prev: string[]) => [...prev, v], [])
     .option('-f, --foreground', 'stay in the foreground; Ctrl-C unmounts')
     .option('-d, --debug', 'libfuse\'s debug output (implies -f)')
+    .option('-s', 'serve one request at a time (as libfuse\'s -s)')
     .option('-q, --quiet', 'say nothing but errors')
     .version(versionText('lklfuse', version), '-V, --version')
     .addHelpText(
@@ -30,6 +31,7 @@ Mount options (-o):
   opts=OPTIONS         the filesystem's own options; escape commas as \\,
   mb=N                 kernel memory in MiB (default 256)
   lock=FILE            refuse (exit 2) when another lklfuse holds FILE
+  log=FILE             append the kernel's messages to FILE
   uid=N, gid=N         show every file as owned by N
   allow_other          let other users in (user_allow_other in /etc/fuse.conf);
                        implies default_permissions
@@ -101,6 +103,9 @@ export function parseMountOptions(list: string[]): Partial<MountOptions> {
       case 'lock':
         o.lock = value;
         break;
+      case 'log':
+        o.log = value;
+        break;
       case 'uid':
         o.uid = wholeNumber(name, value);
         break;
@@ -127,10 +132,17 @@ async function main(argv: string[]): Promise<number> {
   const cmd = program();
   const stop = parseCommandLine(cmd, argv);
   if (stop !== undefined) return stop;
-  const flags = cmd.opts<{ o: string[]; foreground?: boolean; debug?: boolean; quiet?: boolean }>();
+  const flags = cmd.opts<{ o: string[]; foreground?: boolean; debug?: boolean; quiet?: boolean; s?: boolean }>();
   const [image, mountpoint] = cmd.args;
   const foreground = !!(flags.foreground || flags.debug);
-  const m = await mount({ ...parseMountOptions(flags.o), image, mountpoint, debug: flags.debug, detach: !foreground });
+  const m = await mount({
+    ...parseMountOptions(flags.o),
+    image,
+    mountpoint,
+    debug: flags.debug,
+    singleThread: flags.s,
+    detach: !foreground,
+  });
   if (!foreground) return EXIT_OK;
 
   // In the foreground until unmounted: a signal asks the server to unmount.

@@ -3,7 +3,7 @@
 // request, takes the image's lock, finds the filesystem type, starts the
 // server and waits until the mount is ready.
 import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, realpathSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { host, locate, openImage } from '@lkl-um/core';
@@ -25,6 +25,8 @@ export interface MountOptions {
   memoryMb?: number;
   /** A lock file: refuse to mount when another lklfuse holds it. */
   lock?: string;
+  /** A file the kernel's messages are appended to (all of them, as LKL's lklfuse logs). */
+  log?: string;
   /** Show every file as owned by this uid / gid. */
   uid?: number;
   gid?: number;
@@ -42,6 +44,8 @@ export interface MountOptions {
   fuseOptions?: string[];
   /** libfuse's debug output on stderr. */
   debug?: boolean;
+  /** Serve one request at a time (libfuse's -s). */
+  singleThread?: boolean;
   /**
    * Let the server outlive this process (a daemon): its output goes to
    * /dev/null once mounted, and it stops when the image is unmounted.
@@ -109,12 +113,15 @@ async function probeType(o: MountOptions): Promise<string> {
 
 /** The server's command line. */
 function serverArgs(o: MountOptions, type: string, lockFd: number | undefined): string[] {
-  const args = ['--image', resolve(o.image), '--type', type, '--ready-fd', '3'];
+  // The real path names the mount (its fsname), where other tools look for it.
+  const args = ['--image', realpathSync(o.image), '--type', type, '--ready-fd', '3'];
   if (o.partition) args.push('--partition', String(o.partition));
   if (o.readOnly) args.push('--readonly');
   if (o.options) args.push('--opts', o.options);
   if (o.memoryMb) args.push('--mb', String(o.memoryMb));
   if (lockFd !== undefined) args.push('--lock-fd', '4');
+  if (o.log) args.push('--log', resolve(o.log));
+  if (o.singleThread) args.push('--single-thread');
   if (o.uid !== undefined) args.push('--uid', String(o.uid));
   if (o.gid !== undefined) args.push('--gid', String(o.gid));
   if (o.writebackCache) args.push('--writeback-cache');

@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0-only */
+/* SPDX-License-Identifier: MIT */
 /*
  * Serving a FUSE session: libfuse's multi-threaded loop, with a thread that
  * keeps polling the device for a while after each request.

@@ -41,6 +41,7 @@
 #define RING_ENTRIES 1024u
 #define RINGS_AREA (128u * 1024)	/* header and both rings */
 #define DEFAULT_MEMORY (64ull << 20)
+#define MIN_MEMORY (32ull << 20)	/* less does not boot */
 #define DEFAULT_HEAP (32ull << 20)
 #define DEFAULT_BOOT_TIMEOUT_MS 30000u
 #define DEFAULT_SPIN_US 50
@@ -883,6 +884,12 @@ static void reset_attempt(struct lkl_um *k)
 	k->exit_status = -1;
 }
 
+/* The host's RAM: more kernel memory than that is never there to use. */
+static uint64_t host_memory(void)
+{
+	return (uint64_t)sysconf(_SC_PHYS_PAGES) * (uint64_t)sysconf(_SC_PAGESIZE);
+}
+
 int lkl_um_start(const struct lkl_um_options *opts, struct lkl_um **kp)
 {
 	struct lkl_um_options defaults;
@@ -903,6 +910,13 @@ int lkl_um_start(const struct lkl_um_options *opts, struct lkl_um **kp)
 	if (access(kernel, X_OK) < 0)
 		return fail(-errno, "the kernel executable %s: %s", kernel,
 			    strerror(errno));
+	if (opts->memory && (opts->memory < MIN_MEMORY ||
+			     opts->memory > host_memory()))
+		return fail(-EINVAL, "kernel memory of %llu MiB: it must be "
+			    "from %llu MiB to this machine's %llu MiB",
+			    (unsigned long long)(opts->memory >> 20),
+			    MIN_MEMORY >> 20,
+			    (unsigned long long)(host_memory() >> 20));
 
 	k = calloc(1, sizeof(*k));
 	if (!k)

@@ -25,12 +25,14 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
 #include <sys/ioctl.h>
+#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
@@ -62,7 +64,7 @@ static struct {
 	char mountpoint_abs[PATH_MAX];	/* as /proc/self/mountinfo shows it */
 	int partition, readonly, mb, ready_fd, lock_fd, writeback, debug;
 	int daemon, single_thread;
-	long uid, gid;
+	long uid, gid, mount_flags;	/* MS_* for the kernel's mount */
 } o = { .mb = 256, .ready_fd = -1, .lock_fd = -1, .uid = -1, .gid = -1 };
 
 /* --- system calls ----------------------------------------------------------- */
@@ -1197,6 +1199,8 @@ static const struct fuse_lowlevel_ops ops = {
 
 /* --- setting up ---------------------------------------------------------------- */
 
+static void show_console(void);
+
 __attribute__((format(printf, 1, 2), noreturn))
 static void die(const char *fmt, ...)
 {
@@ -1209,6 +1213,7 @@ static void die(const char *fmt, ...)
 	fputc('\n', stderr);
 	if (k)
 		lkl_um_close(k, 10000);
+	show_console();
 	exit(2);
 }
 
@@ -1290,6 +1295,7 @@ static void mount_image(void)
 {
 	struct lkl_um_disk disk = { .readonly = o.readonly };
 	char path[256], virtio[64], block[64];
+	unsigned long flags;
 	long ret;
 	int id;
 
@@ -1333,7 +1339,8 @@ static void mount_image(void)
 	else
 		snprintf(path, sizeof(path), "/dev/%s", block);
 
-	ret = kmount(path, ROOT, o.type, o.readonly ? MS_RDONLY : 0, o.opts);
+	flags = (unsigned long)o.mount_flags | (o.readonly ? MS_RDONLY : 0);
+	ret = kmount(path, ROOT, o.type, flags, o.opts);
 	/*
 	 * A journal to replay, which a read-only image cannot take: mounted
 	 * as mount -o ro,norecovery would, without what the journal holds.
@@ -1343,7 +1350,7 @@ static void mount_image(void)
 
 		snprintf(opts, sizeof(opts), "%s%snorecovery",
 			 o.opts ? o.opts : "", o.opts ? "," : "");
-		ret = kmount(path, ROOT, o.type, MS_RDONLY, opts);
+		ret = kmount(path, ROOT, o.type, flags, opts);
 	}
 	if (ret < 0)
 		die("%s: cannot mount as %s: %s", o.image, o.type,
@@ -1375,6 +1382,7 @@ static void parse(int argc, char **argv)
 		{ "--lock-fd", .number = &o.lock_fd },
 		{ "--uid", .lnumber = &o.uid },
 		{ "--gid", .lnumber = &o.gid },
+		{ "--mount-flags", .lnumber = &o.mount_flags },
 	};
 	int i;
 	unsigned int j;
@@ -1426,6 +1434,107 @@ static void keep_lock(void)
 }
 
 /*
+ * In the foreground, what the kernel says (its errors: a corrupt block, a
+ * journal aborted) is shown on our stderr as it comes, as dmesg would have
+ * it for a kernel mount.  The console is a memfd of ours; a thread copies
+ * what is new.  A daemon keeps it in memory; log= puts it in a file.
+ */
+static struct {
+	int fd;
+	off_t shown;
+	atomic_int stop;
+	pthread_t thread;
+} console = { .fd = -1 };
+
+/* What every library-mode kernel says, with nothing wrong: not shown. */
+static bool routine_line(const char *line, size_t len)
+{
+	static const char *const routine[] = {
+		"Warning: unable to open an initial console.\n",
+		"reboot: Power down\n",
+	};
+	unsigned int i;
+
+	for (i = 0; i < sizeof(routine) / sizeof(routine[0]); i++)
+		if (len == strlen(routine[i]) && !memcmp(line, routine[i], len))
+			return true;
+	return false;
+}
+
+/* Shows the console's new whole lines. */
+static void show_console(void)
+{
+	char buf[4096], *line, *end;
+	struct stat st;
+	ssize_t n;
+
+	if (console.fd < 0 || fstat(console.fd, &st) < 0)
+		return;
+	while (console.shown < st.st_size) {
+		n = pread(console.fd, buf, sizeof(buf), console.shown);
+		if (n <= 0)
+			return;
+		for (line = buf; (end = memchr(line, '\n', buf + n - line));
+		     line = end + 1) {
+			size_t len = (size_t)(end + 1 - line);
+
+			if (!routine_line(line, len) && write(2, line, len) < 0)
+				return;
+			console.shown += (off_t)len;
+		}
+		if (line == buf) {	/* a line longer than buf: as it is */
+			if (write(2, buf, (size_t)n) < 0)
+				return;
+			console.shown += n;
+		} else if (line < buf + n) {
+			return;		/* the rest of this line comes later */
+		}
+	}
+}
+
+static void *relay_console(void *unused)
+{
+	(void)unused;
+	while (!atomic_load(&console.stop)) {
+		show_console();
+		usleep(200000);
+	}
+	return NULL;
+}
+
+static int start_console_relay(void)
+{
+	console.fd = memfd_create("lklfuse-console", MFD_CLOEXEC);
+	if (console.fd < 0 ||
+	    pthread_create(&console.thread, NULL, relay_console, NULL))
+		die("cannot keep the kernel's console: %s", strerror(errno));
+	return console.fd;
+}
+
+/* Shows the last of the console; the kernel has stopped writing to it. */
+static void stop_console_relay(void)
+{
+	if (console.fd < 0)
+		return;
+	atomic_store(&console.stop, 1);
+	pthread_join(console.thread, NULL);
+	show_console();
+}
+
+/* @text into @out, with ',' and '\\' escaped as a libfuse option value needs. */
+static void escape_option(char *out, size_t size, const char *text)
+{
+	size_t n = 0;
+
+	for (; *text && n + 2 < size; text++) {
+		if (*text == ',' || *text == '\\')
+			out[n++] = '\\';
+		out[n++] = *text;
+	}
+	out[n] = '\0';
+}
+
+/*
  * As a daemon, once mounted: nobody reads our stdio any more (a pipe held
  * open would keep `$(lklfuse ...)` waiting), so it goes to /dev/null.
  */
@@ -1446,7 +1555,7 @@ int main(int argc, char **argv)
 {
 	struct lkl_um_options opts;
 	struct fuse_session *se;
-	char why[512], fsname[PATH_MAX + 16], fuse_o[PATH_MAX + 256];
+	char why[512], fsname[2 * PATH_MAX], fuse_o[2 * PATH_MAX + 256];
 	char *fargv[8];
 	struct fuse_args fargs;
 	int fargc = 0, ret;
@@ -1466,23 +1575,26 @@ int main(int argc, char **argv)
 					      O_CLOEXEC, 0644);
 		if (opts.console_fd < 0)
 			die("%s: %s", o.log, strerror(errno));
+	} else if (!o.daemon) {
+		opts.console_fd = start_console_relay();
 	}
 	/* A scratch buffer per serving thread, and room for the allocator. */
 	opts.heap_size = 4 * SERVE_THREADS * (size_t)SCRATCH;
 	if (lkl_um_start(&opts, &k))
 		die("%s", lkl_um_last_error());
-	if (opts.console_fd >= 0)
+	if (o.log)
 		close(opts.console_fd);	/* the kernel process has its own */
 	mount_image();
 	root.fd = (int)SYS(SYS_open, wpath(scratch().path[0], ROOT),
 			   O_PATH | O_DIRECTORY | O_CLOEXEC);
 	root.nlookup = 2;
 
-	/* The mount: named after the image, cleaned up if we are killed. */
-	snprintf(fsname, sizeof(fsname), "%s", o.image);
-	for (char *c = fsname; *c; c++)
-		if (*c == ',')
-			*c = '_';
+	/*
+	 * The mount: named after the image, as its real path (where other
+	 * tools look for it), commas and backslashes escaped for libfuse's
+	 * option parser; cleaned up if we are killed.
+	 */
+	escape_option(fsname, sizeof(fsname), o.image);
 	snprintf(fuse_o, sizeof(fuse_o),
 		 "fsname=%s,subtype=lklfuse,auto_unmount,max_read=%d%s%s%s", fsname, MAX_IO,
 		 o.readonly ? ",ro" : "", o.fuse_opts ? "," : "",
@@ -1526,5 +1638,6 @@ int main(int argc, char **argv)
 	if (lkl_um_halt(k, 60000) != 0)
 		ret = 1;
 	lkl_um_close(k, 1000);
+	stop_console_relay();
 	return ret ? 1 : 0;
 }

@@ -449,6 +449,43 @@ describe('bad input', () => {
     await disk.remove();
   });
 
+  test('mount(8)\'s flags in options become the mount\'s flags; the rest goes to the filesystem', async () => {
+    const image = join(work, 'flags.img');
+    FILESYSTEMS[0].make(image);
+    const disk = await k.addDisk(image);
+    const target = await k.mount(disk, { options: 'noatime,nodev,errors=remount-ro,lazytime' });
+    const line = (await k.mounts()).find((m) => m.target === target)!;
+    expect(line.options).toMatch(/\bnoatime\b/);
+    expect(line.options).toMatch(/\bnodev\b/);
+    expect(line.options).toMatch(/\blazytime\b/);
+    expect(line.options).toMatch(/errors=remount-ro/);
+    await k.umount(target);
+    await disk.remove();
+  });
+
+  test('a stale signature does not hide the filesystem there; a found one\'s failure is the one told', async () => {
+    const image = join(work, 'stale.img');
+    writeFileSync(image, '');
+    truncateSync(image, 64 << 20);
+    run('mkfs.vfat', ['-F', '32', image]);
+    const bytes = readFileSync(image);
+    bytes.writeUInt16LE(0xef53, 0x438); // an ext4 magic, in FAT32's reserved sectors
+    writeFileSync(image, bytes);
+    let disk = await k.addDisk(image);
+    const target = await k.mount(disk);
+    expect((await k.mounts()).find((m) => m.target === target)!.type).toBe('vfat');
+    await k.umount(target);
+    await disk.remove();
+
+    const ext4 = join(work, 'bad-option.img');
+    FILESYSTEMS[0].make(ext4);
+    disk = await k.addDisk(ext4);
+    await expect(k.mount(disk, { options: 'no_such_option' })).rejects.toThrow(
+      /\/bad-option\.img: cannot mount as ext4 \(its signature\): EINVAL \(invalid argument\); the kernel said: .*no_such_option/,
+    );
+    await disk.remove();
+  });
+
   test('a full filesystem: ENOSPC, and nothing written earlier is lost', async () => {
     const image = join(work, 'full.img');
     writeFileSync(image, '');

@@ -1,9 +1,10 @@
 // Disks: image files plugged into the kernel as virtio-blk devices, their
 // partitions as the kernel's own partition scan sees them, and mounting
 // them, with 'auto' finding the filesystem.
-import { closeSync, constants as hostConstants, openSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, constants as hostConstants, openSync, statSync } from 'node:fs';
 import { errnoMessage, KernelError } from './errors';
 import { host } from './host';
+import { hostKernelMountOf, lklfuseMountOf } from './host-mounts';
 import { CONSTANTS as C, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
 
@@ -83,7 +84,9 @@ export class Disk {
     const p = this.partitions.find((x) => x.number === partition);
     if (!p) {
       const have = this.partitions.map((x) => x.number).join(', ') || 'none';
-      throw new KernelError(ENODEV, 'mount', `${this.image}: no partition ${partition} (partitions: ${have})`);
+      const e = new KernelError(ENODEV, 'mount', this.image);
+      e.message = `${this.image}: no partition ${partition} (ENODEV; its partitions: ${have})`;
+      throw e;
     }
     return p.path;
   }
@@ -102,27 +105,34 @@ export class Disk {
   }
 }
 
+/* An error about the image file, named as the caller named it. */
+function imageError(errno: number, image: string, what = errnoMessage(errno)): KernelError {
+  const e = new KernelError(errno, 'addDisk', image);
+  e.message = `${image}: ${what} (${e.code})`;
+  return e;
+}
+
 /* Opens the image on the host, with a clear error when it cannot be. */
 function openImage(image: string | number, readOnly: boolean): { fd: number; close: boolean; name: string } {
   if (typeof image === 'number') return { fd: image, close: false, name: `fd ${image}` };
   try {
     const st = statSync(image);
-    if (st.isDirectory()) throw new KernelError(21 /* EISDIR */, 'addDisk', image);
+    if (st.isDirectory()) throw imageError(21 /* EISDIR */, image, 'a directory, not a disk image');
     return { fd: openSync(image, readOnly ? 'r' : 'r+'), close: true, name: image };
-  } catch (e) {
-    const err = e as NodeJS.ErrnoException;
+  } catch (caught) {
+    const err = caught as NodeJS.ErrnoException;
     if (err instanceof KernelError) throw err;
     if (!readOnly && (err.code === 'EACCES' || err.code === 'EROFS' || err.code === 'EPERM')) {
       try {
         closeSync(openSync(image, hostConstants.O_RDONLY));
       } catch {
-        throw new KernelError(EACCES, 'addDisk', image);
+        throw imageError(EACCES, image);
       }
       const ro = new KernelError(EROFS, 'addDisk', image);
       ro.message = `${image}: the image is read-only (no write permission here): add it with { readOnly: true }`;
       throw ro;
     }
-    throw new KernelError(-(err.errno ?? -5), 'addDisk', image);
+    throw imageError(-(err.errno ?? -5), image);
   }
 }
 
@@ -153,27 +163,6 @@ async function lockImage(fd: number, readOnly: boolean, name: string, timeoutMs:
     }
     await new Promise((r) => setTimeout(r, 50));
   }
-}
-
-/* Where an lklfuse mount of `image` is, from the host's mount table; undefined if none is. */
-function lklfuseMountOf(image: string): string | undefined {
-  let path: string;
-  let mounts: string;
-  try {
-    path = realpathSync(image);
-    mounts = readFileSync('/proc/self/mounts', 'utf8');
-  } catch {
-    return undefined;
-  }
-  // lklfuse names its mount after the image, commas made '_'; fields escape
-  // spaces and the like as octal.
-  const unescape = (field: string) => field.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
-  const source = path.replace(/,/g, '_');
-  for (const line of mounts.split('\n')) {
-    const [from, on, type] = line.split(' ');
-    if (type === 'fuse.lklfuse' && unescape(from) === source) return unescape(on);
-  }
-  return undefined;
 }
 
 async function readSys(kernel: Kernel, path: string): Promise<string> {
@@ -213,6 +202,16 @@ async function partitionsOf(kernel: Kernel, name: string): Promise<Partition[]> 
 export async function addDisk(kernel: Kernel, image: string | number, options: AddDiskOptions = {}): Promise<Disk> {
   const readOnly = !!options.readOnly;
   const opened = openImage(image, readOnly);
+  // The host's own mount of it would be written behind our back, and ours behind its.
+  const hostMount = typeof image === 'string' && !readOnly ? hostKernelMountOf(image) : undefined;
+  if (hostMount) {
+    if (opened.close) closeSync(opened.fd);
+    const e = new KernelError(EBUSY, 'addDisk', opened.name);
+    e.message =
+      `${opened.name}: mounted by the host on ${hostMount.target} (${hostMount.device}; EBUSY): ` +
+      'unmount it there first, or open it read-only';
+    throw e;
+  }
   let id: number;
   try {
     await lockImage(opened.fd, readOnly, opened.name, options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS);
@@ -309,21 +308,79 @@ async function kernelMessages(kernel: Kernel, kmsg: number): Promise<string[]> {
   return lines;
 }
 
+/*
+ * The words of mount -o that are flags of the mount itself, not options of
+ * the filesystem: each sets some MS_* bits and clears others.
+ */
+const MOUNT_FLAGS: Record<string, [set: number, clear: number]> = {
+  defaults: [0, 0],
+  ro: [C.MS_RDONLY, 0],
+  rw: [0, C.MS_RDONLY],
+  nosuid: [C.MS_NOSUID, 0],
+  suid: [0, C.MS_NOSUID],
+  nodev: [C.MS_NODEV, 0],
+  dev: [0, C.MS_NODEV],
+  noexec: [C.MS_NOEXEC, 0],
+  exec: [0, C.MS_NOEXEC],
+  sync: [C.MS_SYNCHRONOUS, 0],
+  async: [0, C.MS_SYNCHRONOUS],
+  dirsync: [C.MS_DIRSYNC, 0],
+  noatime: [C.MS_NOATIME, C.MS_RELATIME | C.MS_STRICTATIME],
+  atime: [0, C.MS_NOATIME],
+  nodiratime: [C.MS_NODIRATIME, 0],
+  diratime: [0, C.MS_NODIRATIME],
+  relatime: [C.MS_RELATIME, C.MS_NOATIME | C.MS_STRICTATIME],
+  norelatime: [0, C.MS_RELATIME],
+  strictatime: [C.MS_STRICTATIME, C.MS_NOATIME | C.MS_RELATIME],
+  nostrictatime: [0, C.MS_STRICTATIME],
+  lazytime: [C.MS_LAZYTIME, 0],
+  nolazytime: [0, C.MS_LAZYTIME],
+};
+
+/**
+ * Splits mount -o text as mount(8) does: the mount's own flags (noatime,
+ * nodev, ro, ...) into MS_* bits; the rest, the filesystem's options
+ * (errors=remount-ro, discard, ...), into the text the filesystem is given.
+ */
+export function splitMountOptions(options: string | undefined): { flags: number; data: string | undefined } {
+  let flags = 0;
+  const data: string[] = [];
+  for (const word of (options ?? '').split(',').filter(Boolean)) {
+    const flag = MOUNT_FLAGS[word];
+    if (flag) flags = (flags | flag[0]) & ~flag[1];
+    else data.push(word);
+  }
+  return { flags, data: data.length ? data.join(',') : undefined };
+}
+
 export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = {}): Promise<string> {
   const device = disk.device(options.partition ?? 0);
   const target = options.target ?? `/mnt/${device.slice('/dev/'.length)}`;
   const readOnly = !!options.readOnly || disk.readOnly;
-  const flags = readOnly ? C.MS_RDONLY : 0;
+  const { flags: optionFlags, data } = splitMountOptions(options.options);
+  const flags = optionFlags | (readOnly ? C.MS_RDONLY : 0);
+  const named = `${disk.image}${options.partition ? ` partition ${options.partition}` : ''}`;
   await kernel.fs.mkdir(target, { recursive: true });
 
-  let types: string[];
-  if (options.type && options.type !== 'auto') {
-    types = [options.type];
-  } else {
-    const found = await probeType(kernel, device);
-    const all = await blockFilesystems(kernel);
-    types = found ? [found, ...all.filter((t) => t !== found)] : all;
+  // As mount(8) with blkid: a signature found names the one type to try.
+  const given = options.type && options.type !== 'auto' ? options.type : undefined;
+  const found = given ? undefined : await probeType(kernel, device);
+  const known = await blockFilesystems(kernel);
+  if (given && !known.includes(given) && !['ext2', 'ext3'].includes(given)) {
+    const e = new KernelError(ENODEV, 'mount', `${device} on ${target} as ${given}`);
+    e.message = `${named}: unknown filesystem type '${given}' (the kernel has ${known.join(', ')})`;
+    throw e;
   }
+  if (!given && !found && !options.partition && disk.partitions.length) {
+    const e = new KernelError(22 /* EINVAL */, 'mount', `${device} on ${target}`);
+    const numbers = disk.partitions.map((p) => p.number).join(', ');
+    e.message = `${named}: a partitioned disk (partitions ${numbers}): name the partition to mount (cptofs, fs2tar: -P N; lklfuse: -o part=N)`;
+    throw e;
+  }
+  // A stale signature (an old filesystem's, not overwritten) must not hide
+  // the real one: the others are tried after it, but its failure is the one told.
+  const types = given ? [given] : found ? [found, ...known.filter((t) => t !== found)] : known;
+  let foundFailed: KernelError | undefined;
 
   // Watch the kernel log, to tell what went wrong in its own words.
   const kmsg = await kernel.withBuffer(16, async (b) =>
@@ -333,12 +390,11 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const tried: string[] = [];
   try {
     for (const type of types) {
-      let ret = await kernel.mountRaw(device, target, type, flags, options.options);
+      let ret = await kernel.mountRaw(device, target, type, flags, data);
       // A journal to replay, which a read-only disk cannot take: mounted as
       // `mount -o ro,norecovery` would, without what the journal holds.
       if (-ret === EROFS && readOnly && JOURNALED.has(type)) {
-        const norecovery = options.options ? `${options.options},norecovery` : 'norecovery';
-        ret = await kernel.mountRaw(device, target, type, flags, norecovery);
+        ret = await kernel.mountRaw(device, target, type, flags, data ? `${data},norecovery` : 'norecovery');
       }
       if (ret === 0) return target;
       tried.push(`${type}: ${new KernelError(-ret, 'mount').code}`);
@@ -347,20 +403,21 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
         e.message = `${disk.image}: the disk is read-only: mount it with { readOnly: true }`;
         throw e;
       }
-      if (options.type && options.type !== 'auto') {
+      if (type === given || type === found) {
         const said = kmsg >= 0 ? await kernelMessages(kernel, kmsg) : [];
         const e = new KernelError(-ret, 'mount', `${device} on ${target} as ${type}`);
         // Named as the caller knows it: the image, not the kernel's device.
-        e.message = `${disk.image}${options.partition ? ` partition ${options.partition}` : ''}: cannot mount as ${type}: ${e.code} (${errnoMessage(-ret)})`;
+        e.message = `${named}: cannot mount as ${type}${given ? '' : ' (its signature)'}: ${e.code} (${errnoMessage(-ret)})`;
         if (said.length) e.message += `; the kernel said: ${said.join(' / ')}`;
-        throw e;
+        if (given) throw e;
+        foundFailed = e;
       }
     }
+    if (foundFailed) throw foundFailed;
     const said = kmsg >= 0 ? await kernelMessages(kernel, kmsg) : [];
     const e = new KernelError(22 /* EINVAL */, 'mount', `${device} on ${target}`);
     e.message =
-      `${disk.image}${options.partition ? ` partition ${options.partition}` : ''}: no filesystem the kernel ` +
-      `knows; tried ${tried.join(', ')}` + (said.length ? `; the kernel said: ${said.join(' / ')}` : '');
+      `${named}: no filesystem the kernel knows; tried ${tried.join(', ')}` + (said.length ? `; the kernel said: ${said.join(' / ')}` : '');
     throw e;
   } finally {
     if (kmsg >= 0) await kernel.call(NR.close, kmsg);

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
 import { posix } from 'node:path';
 import type { Disk } from './disk';
-import { KernelError } from './errors';
+import { errnoMessage, KernelError } from './errors';
 import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import { Kernel, parseSize } from './kernel';
 
@@ -135,7 +135,12 @@ export async function resolveInImage(k: Kernel, root: string, path: string, foll
       const name = buf.address + STRUCTS.open_how.size;
       buf.bytes.write(`${p}\0`, STRUCTS.open_how.size);
       const fd = await k.call(NR.openat2, rootFd.fd, name, buf.address, STRUCTS.open_how.size);
-      if (fd < 0) throw new KernelError(-fd, 'openat2', `${root}/${p}`);
+      if (fd < 0) {
+        // Named as the caller knows it: from the image's root.
+        const e = new KernelError(-fd, 'openat2', `/${p}`);
+        e.message = `/${p}: ${errnoMessage(-fd)} in the image (${e.code})`;
+        throw e;
+      }
       try {
         return await k.fs.readlink(`/proc/self/fd/${fd}`);
       } finally {

@@ -4,8 +4,8 @@
 //   await k.fs.writeFile('/hello', 'hi');
 //   console.log(await k.sys.getpid());
 //   await k.shutdown();
-export { Kernel, parseSize } from './kernel';
-export { Disk, probeType } from './disk';
+export { Kernel, MIN_MEMORY_MB, parseSize } from './kernel';
+export { Disk, probeType, splitMountOptions } from './disk';
 export type { AddDiskOptions, MountOptions, Partition } from './disk';
 export type { Arg, BootOptions } from './kernel';
 export { KernelError, errnoName, errnoMessage } from './errors';

@@ -39,6 +39,9 @@ interface Pending {
 const ESHUTDOWN = 108;
 const EAGAIN = 11;
 
+/** The least kernel memory that boots, in MiB (the native client refuses less). */
+export const MIN_MEMORY_MB = 32;
+
 export function parseSize(size: number | string): number {
   if (typeof size === 'number') return size;
   const m = /^(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?$/i.exec(size.trim());

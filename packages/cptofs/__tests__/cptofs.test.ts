@@ -170,7 +170,7 @@ describe('errors', () => {
   test('a missing image, a wrong type, a bad destination: exit 2, no stack trace', () => {
     let r = cli('cptofs', ['-i', join(work, 'missing.img'), tree, '/']);
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/ENOENT.*missing\.img/);
+    expect(r.stderr).toMatch(/missing\.img: no such file or directory \(ENOENT\)/);
     expect(r.stderr).not.toMatch(/ at /);
     r = cli('cptofs', ['-i', image, '-t', 'xfs', tree, '/']);
     expect(r.status).toBe(2);
@@ -183,6 +183,33 @@ describe('errors', () => {
     r = cli('cptofs', ['-i', image, '--mb', 'lots', tree, '/']);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/--mb must be a number/);
+  });
+
+  test('usage errors say what is wrong, in the usage line\'s words: exit 2', () => {
+    // An unknown option is named as such, -i given or not (commander checks
+    // required options first, so -i is checked after parsing).
+    for (const args of [['-X'], ['-V', tree, '/'], ['-i', image, '-X', tree, '/']]) {
+      const r = cli('cptofs', args);
+      expect([args, r.status]).toEqual([args, 2]);
+      expect(r.stderr).toMatch(new RegExp(`unknown option '${args.includes('-V') ? '-V' : '-X'}'`));
+      expect(r.stderr).not.toMatch(/required option/);
+    }
+    let r = cli('cpfromfs', ['-X', '/', work]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/unknown option '-X'/);
+    // A missing -i is named as such.
+    for (const name of ['cptofs', 'cpfromfs'] as const) {
+      r = cli(name, [tree, '/']);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/required option '-i, --filesystem-image <image>' not specified/);
+    }
+    // Missing paths are named as the usage line names them.
+    r = cli('cptofs', ['-i', image]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/missing required argument 'SOURCE'/);
+    r = cli('cptofs', ['-i', image, tree]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toMatch(/missing destination \(usage: cptofs -i IMAGE SOURCE\.\.\. DEST\)/);
   });
 
   test('a full image: ENOSPC named, exit 1, what fit is intact and fsck clean', () => {

@@ -15,7 +15,7 @@ const { version } = require('../package.json') as { version: string };
 type Direction = 'cptofs' | 'cpfromfs';
 
 interface Options {
-  filesystemImage: string;
+  filesystemImage?: string;
   filesystemType: string;
   partition?: number;
   owner?: number;
@@ -41,8 +41,14 @@ function program(name: Direction): Command {
         : 'Copy files out of a filesystem image, with the kernel\'s own driver; the image is opened read-only.',
     )
     .usage('[options] -i IMAGE SOURCE... DEST')
-    .argument('<paths...>', into ? 'host sources, then the destination inside the image' : 'sources inside the image (quoted globs are expanded there), then the host destination')
-    .requiredOption('-i, --filesystem-image <image>', 'the image file')
+    // One variadic argument holds the sources and DEST (commander allows
+    // nothing after a variadic one); named SOURCE so its errors use the
+    // usage line's words.
+    .argument('<SOURCE...>', into ? 'host files and directories, then the destination inside the image' : 'files and directories inside the image (quoted globs are expanded there), then the host destination')
+    // Required, but checked after parsing (main): commander checks required
+    // options before unknown ones, and would answer a mistyped option with
+    // "required option '-i' not specified".
+    .option('-i, --filesystem-image <image>', 'the image file (required)')
     .option('-t, --filesystem-type <type>', 'ext4, btrfs, xfs, vfat, ... or auto', 'auto')
     .option('-P, --partition <n>', 'the partition to use (1 is the first); default the whole image', integerOption('--partition'))
     .option('-m, --mb <mb>', 'kernel memory in MiB', integerOption('--mb'), 256)
@@ -68,10 +74,14 @@ Everything cp -a keeps, cptofs keeps: modes, owners, times to the nanosecond,
 extended attributes, symlinks, hard links, device nodes, FIFOs, sparse files.
 
 Examples:
-  cptofs -i disk.img -t ext4 rootfs/etc rootfs/usr /         copy two trees to the image's root
-  cptofs -i disk.img -P 2 --exclude '*.o' src /opt/src     into partition 2, without object files
+  cptofs -i disk.img -t ext4 rootfs/etc rootfs/usr /        copy two trees to the image's root
+  cptofs -i disk.img -P 2 --exclude '*.o' src /             into partition 2, without object files
+  cptofs -i disk.img src /srv/project                       as /srv/project (/srv must exist)
   cptofs -i new.img -t ext4 --create 1G -o 0 -g 0 build/ /  make a 1 GiB ext4 image, owned by root
-  cptofs -i disk.img -- -strange-name /tmp                  -- ends the options
+  cptofs -i disk.img -- -strange-name /                     -- ends the options
+
+As with cp, DEST must exist when there are several sources; else its parent
+must, and DEST becomes the copy.
 
 Ctrl-C stops the copy: what is being written finishes, and the image is
 unmounted clean (exit 130). Paths in the image are from its root: '..' stays in it.
@@ -82,13 +92,18 @@ The image is opened read-only and never modified (a journal left to replay
 is skipped, as by mount -o ro,norecovery).
 
 Examples:
-  cpfromfs -i disk.img /etc/hostname .                 one file to the current directory
-  cpfromfs -i disk.img -P 1 /var/log out/              a tree
-  cpfromfs -i disk.img '/etc/*.conf' confs/            a glob, expanded inside the image
-  cpfromfs -i disk.img --no-preserve=ownership /home . as yourself, not as the image's owners
+  cpfromfs -i disk.img /etc/hostname .                       one file to the current directory
+  cpfromfs -i disk.img -P 1 /var/log out                     a tree, copied as out
+  mkdir -p confs && cpfromfs -i disk.img '/etc/*.conf' confs/  a glob, expanded inside the image
+  cpfromfs -i disk.img --no-preserve=ownership /home .       as yourself, not as the image's owners
+
+As with cp, DEST must exist when there are several sources (a glob may
+give several); else its parent must, and DEST becomes the copy.
 
 Exit status: 0 all was copied, 1 some entries failed (each named), 2 usage or fatal error.`,
   );
+  // The help's Arguments section shows SOURCE... DEST, as the usage line.
+  cmd.configureHelp({ argumentTerm: (argument) => (argument.variadic ? `${argument.name()}... DEST` : argument.name()) });
   cmd.exitOverride();
   cmd.configureOutput({ writeErr: (s) => process.stderr.write(s) });
   return cmd;
@@ -128,6 +143,10 @@ async function main(name: Direction, argv: string[]): Promise<number> {
   const stop = parseCommandLine(cmd, argv);
   if (stop !== undefined) return stop;
   const o = cmd.opts<Options>();
+  if (o.filesystemImage === undefined) {
+    process.stderr.write(`${name}: required option '-i, --filesystem-image <image>' not specified\n`);
+    return EXIT_FATAL;
+  }
   const paths = cmd.args;
   if (paths.length < 2) {
     process.stderr.write(`${name}: missing destination (usage: ${name} -i IMAGE SOURCE... DEST)\n`);

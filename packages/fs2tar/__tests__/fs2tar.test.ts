@@ -198,7 +198,7 @@ describe('errors', () => {
   test('a missing or corrupt image, an unwritable output: exit 2, no archive left', () => {
     let r = cli([join(work, 'missing.img'), join(work, 'out.tar')]);
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/ENOENT.*missing\.img/);
+    expect(r.stderr).toMatch(/missing\.img: no such file or directory \(ENOENT\)/);
     const corrupt = join(work, 'corrupt.img');
     fs.writeFileSync(corrupt, Buffer.alloc(1 << 20, 0x5a));
     r = cli([corrupt, join(work, 'out.tar')]);
@@ -208,6 +208,16 @@ describe('errors', () => {
     r = cli([join(work, 'ext4.img'), '/proc/nope/out.tar']);
     expect(r.status).toBe(2);
     expect(fs.readdirSync(work).filter((n) => n.includes('.partial-'))).toEqual([]);
+  });
+
+  test('-z with --zstd: a usage error, before the kernel boots', () => {
+    // The image does not exist: had the kernel booted, it would say ENOENT.
+    for (const args of [['-z', '--zstd'], ['--zstd', '--gzip']]) {
+      const r = cli([...args, join(work, 'missing.img'), join(work, 'out.tar')]);
+      expect([args, r.status]).toEqual([args, 2]);
+      expect(r.stderr).toMatch(/option '.*(--gzip|--zstd)' cannot be used with option '.*(--gzip|--zstd)'/);
+      expect(r.stderr).not.toMatch(/ENOENT/);
+    }
   });
 
   test('a closed pipe (| head): a clear message, a failing status', () => {

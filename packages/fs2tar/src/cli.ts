@@ -40,11 +40,13 @@ function program(): Command {
     .argument('<image>', 'the image file')
     .argument('[tarball]', 'the archive to write; - or nothing: standard output')
     .option('-t, --filesystem-type <type>', 'ext4, btrfs, xfs, vfat, ... or auto', 'auto')
-    .option('-P, --partition <n>', 'the partition to export (1 is the first)', integerOption('--partition'))
+    .option('-P, --partition <n>', 'the partition to export (1 is the first); default the whole image', integerOption('--partition'))
     .option('-C, --directory <path>', 'export this directory of the image, not all of it')
     .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable); a name, or a path if it has a /').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
-    .option('-z, --gzip', 'compress with gzip')
-    .option('--zstd', 'compress with zstd (where this Node has it)')
+    // Declared as conflicting: commander then reports -z --zstd as a usage
+    // error while parsing, before the kernel boots.
+    .addOption(new Option('-z, --gzip', 'compress with gzip').conflicts('zstd'))
+    .addOption(new Option('--zstd', 'compress with zstd (needs Node 22.15 or later)').conflicts('gzip'))
     .addOption(new Option('--format <format>', 'pax keeps everything; gnu is older: no xattrs, no nanoseconds').choices(['pax', 'gnu']).default('pax'))
     .option('--numeric-owner', 'owners as numbers only (the default)')
     .option('--owner-names', 'owner and group names from the image\'s own /etc/passwd and /etc/group')
@@ -62,9 +64,10 @@ function program(): Command {
       'after',
       `
 Everything GNU tar --xattrs --acls keeps is kept: modes, numeric owners,
-times to the nanosecond (pax), extended attributes and POSIX ACLs
-(SCHILY.xattr.*), hard links, devices, FIFOs, long names, files over 8 GiB,
-sparse files (GNU sparse 1.0). Sockets are skipped, with a warning.
+times to the nanosecond (pax), extended attributes (SCHILY.xattr.*), POSIX
+ACLs (as their xattrs, and as SCHILY.acl.access and SCHILY.acl.default, so
+tar --acls restores them), hard links, devices, FIFOs, long names, files
+over 8 GiB, sparse files (GNU sparse 1.0). Sockets are skipped, with a warning.
 
 Examples:
   fs2tar disk.img rootfs.tar                  the whole image

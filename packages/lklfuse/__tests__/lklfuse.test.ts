@@ -546,6 +546,40 @@ describe('starting and stopping', () => {
     m.unmount();
   });
 
+  test('an image the host has mounted (a loop device) is refused for writing, named with its mount', () => {
+    const image = freshImage('ext4', 'host-mounted');
+    const mnt = mountpoint('host-mounted');
+    withLoop(image, (dir) => {
+      const r = cli([image, mnt]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(new RegExp(`host-mounted\\.img: mounted by the host on ${dir} \\(/dev/loop\\d+; EBUSY\\)`));
+      const cptofs = spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '/etc/hostname', '/'], { encoding: 'utf8' });
+      expect(cptofs.status).toBe(2);
+      expect(cptofs.stderr).toMatch(/mounted by the host on/);
+      // Reading is left alone, as e2fsck -n and debugfs do.
+      expect(cli(['-o', 'ro', image, mnt]).status).toBe(0);
+      run('fusermount3', ['-u', mnt]);
+    });
+  });
+
+  test('an image path with a comma and a backslash: the mount is named by it exactly', () => {
+    const dir = join(work, 'odd,dir\\x');
+    fs.mkdirSync(dir, { recursive: true });
+    const image = join(dir, 'a,b.img');
+    fs.copyFileSync(freshImage('ext4', 'odd-source'), image);
+    const mnt = mountpoint('odd');
+    expect(cli([image, mnt]).status).toBe(0);
+    try {
+      const line = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!;
+      expect(line.split(' ')[0]).toBe(image.replace(/\\/g, '\\134'));
+      // And other tools find it there: refused at once.
+      const busy = spawnSync(process.execPath, [join(__dirname, '../../fs2tar/bin/fs2tar.js'), image, join(work, 'odd.tar')], { encoding: 'utf8', timeout: 5000 });
+      expect(busy.stderr).toMatch(/mounted by lklfuse on/);
+    } finally {
+      run('fusermount3', ['-u', mnt]);
+    }
+  });
+
   test('the image is the mount\'s alone; right after fusermount3 -u, another tool sees everything', () => {
     const image = freshImage('ext4', 'handover');
     const mnt = mountpoint('handover');
@@ -590,7 +624,63 @@ describe('starting and stopping', () => {
     const noDir = cli([junk, join(work, 'no-such-dir')]);
     expect(noDir.status).toBe(2);
     expect(noDir.stderr).toMatch(/no-such-dir: no such directory/);
+
+    // A signature found names the type: its failure is the one told.
+    const badOption = cli(['-o', 'opts=bogus_opt', freshImage('ext4', 'bad-option'), mnt]);
+    expect(badOption.status).toBe(2);
+    expect(badOption.stderr).toMatch(/bad-option\.img: cannot mount as ext4 \(its signature\): EINVAL .*Unknown parameter 'bogus_opt'/);
+    expect(badOption.stderr).not.toMatch(/squashfs|no filesystem/);
+
+    const unknownType = cli(['-o', 'type=nosuchfs', freshImage('ext4', 'unknown-type'), mnt]);
+    expect(unknownType.status).toBe(2);
+    expect(unknownType.stderr).toMatch(/unknown-type\.img: unknown filesystem type 'nosuchfs' \(the kernel has .*btrfs/);
+
+    const partitioned = join(work, 'partitioned.img');
+    fs.writeFileSync(partitioned, '');
+    fs.truncateSync(partitioned, 64 << 20);
+    execFileSync('sfdisk', ['-q', partitioned], { input: 'label: gpt\n,30M\n,\n' });
+    const whole = cli([partitioned, mnt]);
+    expect(whole.status).toBe(2);
+    expect(whole.stderr).toMatch(/partitioned\.img: a partitioned disk \(partitions 1, 2\): name the partition to mount .*-o part=N/);
+    const noPart = cli(['-o', 'part=3', partitioned, mnt]);
+    expect(noPart.stderr).toMatch(/^lklfuse: .*partitioned\.img: no partition 3 \(ENODEV; its partitions: 1, 2\)\n$/);
+
+    const tiny = cli(['-o', 'mb=8', junk, mnt]);
+    expect(tiny.status).toBe(2);
+    expect(tiny.stderr).toMatch(/mb=8: the kernel needs at least 32/);
     expect(mounted(mnt)).toBe(false);
+  });
+
+  test('mount(8)\'s options: atime flags and the filesystem\'s own go to the kernel, fstab\'s are ignored', () => {
+    const image = freshImage('ext4', 'flags');
+    const mnt = mountpoint('flags');
+    const file = join(mnt, 'f');
+    const lock = `${image}.lock`;
+    const withOptions = (options: string, body: () => void) => {
+      expect(cli(['-o', `lock=${lock},${options}`, image, mnt]).stderr).toBe('');
+      try {
+        body();
+      } finally {
+        run('fusermount3', ['-u', mnt]);
+        waitUnlocked(lock);
+      }
+    };
+    const future = '2030-01-01 00:00:00';
+    const readAtime = () => {
+      const out = run('debugfs', ['-R', 'stat /f', image]);
+      return /atime: 0x[0-9a-f]+:[0-9a-f]+ -- (.*)/.exec(out)![1];
+    };
+    withOptions('defaults,nofail,_netdev,x-systemd.automount,comment=x,errors=remount-ro,nosuid', () => {
+      fs.writeFileSync(file, 'data');
+      run('touch', ['-a', '-d', future, file]);
+    });
+    // noatime: a read leaves the atime as it was.
+    withOptions('noatime', () => expect(fs.readFileSync(file, 'utf8')).toBe('data'));
+    expect(readAtime()).toMatch(/2030/);
+    // strictatime: a read sets it, though it is after the mtime.
+    withOptions('strictatime', () => expect(fs.readFileSync(file, 'utf8')).toBe('data'));
+    expect(readAtime()).not.toMatch(/2030/);
+    filesystem('ext4').fsck!(image);
   });
 
   test('SIGTERM to a foreground lklfuse while a program writes: unmounted, synced, clean', async () => {
@@ -615,6 +705,31 @@ describe('starting and stopping', () => {
     withLoop(image, (dir) => expect(fs.readFileSync(join(dir, 'before'), 'utf8')).toBe('written before'));
   });
 
+  test('in the foreground, the kernel\'s own words about a corrupt image come on stderr', async () => {
+    const image = freshImage('ext4', 'corrupt');
+    run('debugfs', ['-w', '-R', 'mkdir dir', image]);
+    for (let i = 0; i < 8; i++) run('debugfs', ['-w', '-R', `write /dev/null dir/f${i}`, image]);
+    // The inode table block holding dir/f5: zeroed, checksums and all.
+    const imap = run('debugfs', ['-R', 'imap dir/f5', image]);
+    const block = Number(/located at block (\d+)/.exec(imap)![1]);
+    const blockSize = Number(/Block size:\s+(\d+)/.exec(run('dumpe2fs', ['-h', image]))![1]);
+    run('dd', ['if=/dev/zero', `of=${image}`, `bs=${blockSize}`, `seek=${block}`, 'count=1', 'conv=notrunc', 'status=none']);
+    const mnt = mountpoint('corrupt');
+    const lock = `${image}.lock`;
+    const fg = spawn(process.execPath, [lklfuse, '-f', '-o', `lock=${lock}`, image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((ready) => fg.stderr.once('data', () => ready())); // "... on MOUNTPOINT"
+    const ls = spawnSync('ls', ['-l', join(mnt, 'dir')], { encoding: 'utf8' });
+    expect(ls.stderr).toMatch(/Bad message|Structure needs cleaning|Input\/output error/);
+    await new Promise((r) => setTimeout(r, 500)); // the relay's next look
+    fg.kill('SIGTERM');
+    expect(await new Promise<number | null>((done) => fg.once('exit', done))).toBe(0);
+    expect(stderr).toMatch(/EXT4-fs error \(device vda\).*checksum invalid/);
+    expect(stderr).not.toMatch(/Power down|initial console/);
+    waitUnlocked(lock);
+  });
+
   test('SIGKILL of the server: the kernel syncs and exits, the mount point is released', () => {
     const image = freshImage('ext4', 'sigkill');
     const mnt = mountpoint('sigkill');
@@ -628,5 +743,19 @@ describe('starting and stopping', () => {
     expect(mounted(mnt)).toBe(false);
     filesystem('ext4').fsck!(image);
     withLoop(image, (dir) => expect(run('sha256sum', [join(dir, 'data')]).split(' ')[0]).toBe(sum));
+  });
+
+  test('in the foreground, a killed server is told: exit 2 and why', async () => {
+    const image = freshImage('ext4', 'fg-kill');
+    const mnt = mountpoint('fg-kill');
+    const fg = spawn(process.execPath, [lklfuse, '-f', image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((ready) => fg.stderr.once('data', () => ready()));
+    process.kill(Number(run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim()), 'SIGKILL');
+    expect(await new Promise<number | null>((done) => fg.once('exit', done))).toBe(2);
+    expect(stderr).toMatch(/lklfuse: the server was killed by SIGKILL; its kernel syncs the image\n$/);
+    for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
+    expect(mounted(mnt)).toBe(false);
   });
 });

@@ -1,8 +1,9 @@
 // lklfuse: mount a filesystem image with FUSE, as an ordinary user, with the
 // kernel's own driver.  Options in the spelling of LKL's lklfuse and of
 // other FUSE filesystems: lklfuse IMAGE MOUNTPOINT -o type=ext4,ro.
+import { constants } from 'node:os';
 import { Command } from 'commander';
-import { EXIT_FATAL, EXIT_OK, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { EXIT_FATAL, EXIT_OK, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { mount, MountOptions } from './mount';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -29,15 +30,20 @@ Mount options (-o):
   part=N               the partition to mount (1 is the first)
   ro / rw              read-only (the image is opened read-only) / read-write (default)
   opts=OPTIONS         the filesystem's own options; escape commas as \\,
-  mb=N                 kernel memory in MiB (default 256)
+                       (errors=remount-ro, discard, noatime ... also work
+                       bare, as with mount: the image's kernel gets them)
+  mb=N                 kernel memory in MiB (default 256, at least 32)
   lock=FILE            refuse (exit 2) when another lklfuse holds FILE
   log=FILE             append the kernel's messages to FILE
   uid=N, gid=N         show every file as owned by N
   allow_other          let other users in (user_allow_other in /etc/fuse.conf);
                        implies default_permissions
   default_permissions  let the host kernel check the modes shown
-  writeback_cache      the host kernel batches writes
-  others               passed to FUSE as they are (noatime, nosuid, ...)
+  writeback_cache      the host kernel batches writes (a full disk then shows
+                       at close or fsync, not at each write)
+  nosuid, nodev, noexec, sync, dirsync, fsname=, ...
+                       FUSE's options and the host mount's flags, to FUSE
+  defaults, noauto, user, nofail, _netdev, x-*: fstab's, ignored
 
 Unmount with fusermount3 -u MOUNTPOINT (or umount as root): everything is
 synced and the image left clean. If lklfuse is killed, its kernel still syncs
@@ -75,9 +81,26 @@ function wholeNumber(name: string, value: string): number {
   return Number(value);
 }
 
-/** -o options into MountOptions; anything not ours goes to FUSE. */
+/* Options libfuse takes (its mount options and session options), passed to it as they are. */
+const FUSE_OPTIONS = new Set([
+  'allow_root', 'auto_unmount', 'blkdev', 'blksize', 'fsname', 'subtype', 'max_read', 'user',
+  'context', 'fscontext', 'defcontext', 'rootcontext', 'nonempty', 'debug',
+]);
+/* Flags the host's mount enforces (and a synchronous disk inside for sync and dirsync). */
+const HOST_FLAGS = new Set(['nosuid', 'suid', 'nodev', 'dev', 'noexec', 'exec', 'async']);
+const BOTH_FLAGS = new Set(['sync', 'dirsync']);
+/* fstab's words for mount(8) itself: nothing for a filesystem. */
+const FSTAB_ONLY = new Set(['defaults', 'auto', 'noauto', 'user', 'nouser', 'users', 'owner', 'group', 'nofail', '_netdev']);
+
+/**
+ * -o options into MountOptions, as mount(8) sorts them: ours; FUSE's and
+ * the flags the host's mount enforces (nosuid, noexec, ...) to FUSE; the
+ * rest — atime flags, and the filesystem's own (errors=remount-ro,
+ * discard, ...) — to the kernel's mount of the image.
+ */
 export function parseMountOptions(list: string[]): Partial<MountOptions> {
   const o: Partial<MountOptions> & { fuseOptions: string[] } = { fuseOptions: [] };
+  const forKernel: string[] = [];
   for (const item of list.flatMap(splitOptions)) {
     const eq = item.indexOf('=');
     const [name, value] = eq < 0 ? [item, ''] : [item.slice(0, eq), item.slice(eq + 1)];
@@ -95,12 +118,14 @@ export function parseMountOptions(list: string[]): Partial<MountOptions> {
         o.readOnly = false;
         break;
       case 'opts':
-        o.options = value;
+        forKernel.push(value);
         break;
       case 'mb':
         o.memoryMb = wholeNumber(name, value);
+        if (o.memoryMb < MIN_MEMORY_MB) throw new Error(`-o mb=${value}: the kernel needs at least ${MIN_MEMORY_MB}`);
         break;
       case 'lock':
+        if (!value) throw new Error('-o lock= needs a file');
         o.lock = value;
         break;
       case 'log':
@@ -122,9 +147,16 @@ export function parseMountOptions(list: string[]): Partial<MountOptions> {
         o.writebackCache = true;
         break;
       default:
-        o.fuseOptions.push(item);
+        if (eq < 0 && FSTAB_ONLY.has(name)) break;
+        if (name.startsWith('x-') || name === 'comment') break;
+        if (FUSE_OPTIONS.has(name) || HOST_FLAGS.has(name)) o.fuseOptions.push(item);
+        else if (BOTH_FLAGS.has(name)) {
+          o.fuseOptions.push(item);
+          forKernel.push(item);
+        } else forKernel.push(item);
     }
   }
+  if (forKernel.length) o.options = forKernel.join(',');
   return o;
 }
 
@@ -150,7 +182,10 @@ async function main(argv: string[]): Promise<number> {
   for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, unmountOnSignal);
   if (!flags.quiet) process.stderr.write(`lklfuse: ${image} (${m.type}) on ${m.mountpoint}; Ctrl-C unmounts\n`);
   const status = await m.exited;
-  return status === 0 ? EXIT_OK : EXIT_FATAL;
+  if (status === 0) return EXIT_OK;
+  const signal = Object.entries(constants.signals).find(([, n]) => n === status - 128)?.[0];
+  process.stderr.write(`lklfuse: the server ${signal ? `was killed by ${signal}` : `stopped with status ${status}`}; its kernel syncs the image\n`);
+  return EXIT_FATAL;
 }
 
 export function cli(): void {

@@ -6,7 +6,7 @@ import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, realpathSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { host, locate, openImage } from '@lkl-um/core';
+import { host, locate, openImage, splitMountOptions } from '@lkl-um/core';
 
 export interface MountOptions {
   /** The image file. */
@@ -19,7 +19,7 @@ export interface MountOptions {
   partition?: number;
   /** Open the image read-only and mount read-only. */
   readOnly?: boolean;
-  /** The filesystem's own mount options, for the kernel (errors=remount-ro, ...). */
+  /** Mount options for the kernel's mount of the image, as mount -o takes them (noatime,errors=remount-ro). */
   options?: string;
   /** Kernel memory in MiB (default 256). */
   memoryMb?: number;
@@ -117,7 +117,9 @@ function serverArgs(o: MountOptions, type: string, lockFd: number | undefined): 
   const args = ['--image', realpathSync(o.image), '--type', type, '--ready-fd', '3'];
   if (o.partition) args.push('--partition', String(o.partition));
   if (o.readOnly) args.push('--readonly');
-  if (o.options) args.push('--opts', o.options);
+  const { flags, data } = splitMountOptions(o.options);
+  if (data) args.push('--opts', data);
+  if (flags) args.push('--mount-flags', String(flags));
   if (o.memoryMb) args.push('--mb', String(o.memoryMb));
   if (lockFd !== undefined) args.push('--lock-fd', '4');
   if (o.log) args.push('--log', resolve(o.log));

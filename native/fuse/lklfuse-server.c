@@ -1199,7 +1199,7 @@ static const struct fuse_lowlevel_ops ops = {
 
 /* --- setting up ---------------------------------------------------------------- */
 
-static void show_console(void);
+static void show_console(bool last);
 
 __attribute__((format(printf, 1, 2), noreturn))
 static void die(const char *fmt, ...)
@@ -1213,7 +1213,7 @@ static void die(const char *fmt, ...)
 	fputc('\n', stderr);
 	if (k)
 		lkl_um_close(k, 10000);
-	show_console();
+	show_console(true);
 	exit(2);
 }
 
@@ -1437,14 +1437,17 @@ static void keep_lock(void)
  * In the foreground, what the kernel says (its errors: a corrupt block, a
  * journal aborted) is shown on our stderr as it comes, as dmesg would have
  * it for a kernel mount.  The console is a memfd of ours; a thread copies
- * what is new.  A daemon keeps it in memory; log= puts it in a file.
+ * its new whole lines, and frees what it has shown.  A daemon keeps the
+ * console in memory; log= puts it in a file.
  */
 static struct {
 	int fd;
 	off_t shown;
+	bool broken;			/* stderr went away: no more */
 	atomic_int stop;
 	pthread_t thread;
-} console = { .fd = -1 };
+	pthread_mutex_t lock;		/* the relay and die() both show */
+} console = { .fd = -1, .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* What every library-mode kernel says, with nothing wrong: not shown. */
 static bool routine_line(const char *line, size_t len)
@@ -1461,42 +1464,55 @@ static bool routine_line(const char *line, size_t len)
 	return false;
 }
 
-/* Shows the console's new whole lines. */
-static void show_console(void)
+static void show_text(const char *text, size_t len)
+{
+	if (!console.broken && !routine_line(text, len) &&
+	    write(2, text, len) < 0)
+		console.broken = true;	/* EPIPE: nobody reads it now */
+}
+
+/*
+ * Shows the console's new whole lines; at @last, what follows them too
+ * (the kernel has stopped).  A line longer than the buffer goes in pieces.
+ */
+static void show_console(bool last)
 {
 	char buf[4096], *line, *end;
 	struct stat st;
 	ssize_t n;
 
-	if (console.fd < 0 || fstat(console.fd, &st) < 0)
+	if (console.fd < 0)
 		return;
-	while (console.shown < st.st_size) {
+	pthread_mutex_lock(&console.lock);
+	while (fstat(console.fd, &st) == 0 && console.shown < st.st_size) {
 		n = pread(console.fd, buf, sizeof(buf), console.shown);
 		if (n <= 0)
-			return;
+			break;
 		for (line = buf; (end = memchr(line, '\n', buf + n - line));
 		     line = end + 1) {
-			size_t len = (size_t)(end + 1 - line);
-
-			if (!routine_line(line, len) && write(2, line, len) < 0)
-				return;
-			console.shown += (off_t)len;
+			show_text(line, (size_t)(end + 1 - line));
+			console.shown += end + 1 - line;
 		}
-		if (line == buf) {	/* a line longer than buf: as it is */
-			if (write(2, buf, (size_t)n) < 0)
-				return;
-			console.shown += n;
-		} else if (line < buf + n) {
-			return;		/* the rest of this line comes later */
-		}
+		if (line == buf + n)
+			continue;
+		if (line > buf && !last)
+			break;		/* the rest of this line comes later */
+		if (line == buf && n < (ssize_t)sizeof(buf) && !last)
+			break;
+		show_text(line, (size_t)(buf + n - line));
+		console.shown += buf + n - line;
 	}
+	/* What is shown needs no memory. */
+	fallocate(console.fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0,
+		  console.shown & ~(off_t)4095);
+	pthread_mutex_unlock(&console.lock);
 }
 
 static void *relay_console(void *unused)
 {
 	(void)unused;
 	while (!atomic_load(&console.stop)) {
-		show_console();
+		show_console(false);
 		usleep(200000);
 	}
 	return NULL;
@@ -1504,10 +1520,14 @@ static void *relay_console(void *unused)
 
 static int start_console_relay(void)
 {
+	int err;
+
 	console.fd = memfd_create("lklfuse-console", MFD_CLOEXEC);
-	if (console.fd < 0 ||
-	    pthread_create(&console.thread, NULL, relay_console, NULL))
+	if (console.fd < 0)
 		die("cannot keep the kernel's console: %s", strerror(errno));
+	err = pthread_create(&console.thread, NULL, relay_console, NULL);
+	if (err)
+		die("cannot keep the kernel's console: %s", strerror(err));
 	return console.fd;
 }
 
@@ -1518,7 +1538,7 @@ static void stop_console_relay(void)
 		return;
 	atomic_store(&console.stop, 1);
 	pthread_join(console.thread, NULL);
-	show_console();
+	show_console(true);
 }
 
 /* @text into @out, with ',' and '\\' escaped as a libfuse option value needs. */
@@ -1560,6 +1580,8 @@ int main(int argc, char **argv)
 	struct fuse_args fargs;
 	int fargc = 0, ret;
 
+	/* A reader of our stderr that went away is not a reason to stop. */
+	signal(SIGPIPE, SIG_IGN);
 	parse(argc, argv);
 	if (fuse_api_load(&fuse, why, sizeof(why)))
 		die("%s", why);
@@ -1634,6 +1656,8 @@ int main(int argc, char **argv)
 	/* Unmounted (or a signal): everything synced, the image clean. */
 	fuse.session_unmount(se);
 	fuse.remove_signal_handlers(se);
+	/* libfuse restores SIGPIPE: a closed stderr must not kill us now. */
+	signal(SIGPIPE, SIG_IGN);
 	fuse.session_destroy(se);
 	if (lkl_um_halt(k, 60000) != 0)
 		ret = 1;

@@ -45,8 +45,8 @@ struct lkl_um;
  * @kernel: path of the lkl-um-kernel executable; NULL means the
  *	LKL_UM_KERNEL environment variable
  * @cmdline: more kernel command line arguments, space separated, or NULL
- * @memory: kernel memory in bytes, from 32 MiB to the host's RAM; 0 means
- *	64 MiB
+ * @memory: kernel memory in bytes, from 32 MiB to 256 GiB (the kernel takes
+ *	host memory as it uses it); 0 means 64 MiB
  * @heap_size: bytes of window for call buffers, rounded up to a power of
  *	two; 0 means 32 MiB
  * @console_fd: where the kernel console goes: -1 keeps it in memory for

@@ -453,8 +453,10 @@ describe('bad input', () => {
     const image = join(work, 'flags.img');
     FILESYSTEMS[0].make(image);
     const disk = await k.addDisk(image);
-    const target = await k.mount(disk, { options: 'noatime,nodev,errors=remount-ro,lazytime' });
+    const target = await k.mount(disk, { options: 'sync,noatime,nodev,errors=remount-ro,lazytime,nosymfollow,nofail,x-fstab,async' });
     const line = (await k.mounts()).find((m) => m.target === target)!;
+    expect(line.options).not.toMatch(/\bsync\b/); // the later async wins, as with mount(8)
+    expect(line.options).toMatch(/\bnosymfollow\b/);
     expect(line.options).toMatch(/\bnoatime\b/);
     expect(line.options).toMatch(/\bnodev\b/);
     expect(line.options).toMatch(/\blazytime\b/);

@@ -202,16 +202,6 @@ async function partitionsOf(kernel: Kernel, name: string): Promise<Partition[]> 
 export async function addDisk(kernel: Kernel, image: string | number, options: AddDiskOptions = {}): Promise<Disk> {
   const readOnly = !!options.readOnly;
   const opened = openImage(image, readOnly);
-  // The host's own mount of it would be written behind our back, and ours behind its.
-  const hostMount = typeof image === 'string' && !readOnly ? hostKernelMountOf(image) : undefined;
-  if (hostMount) {
-    if (opened.close) closeSync(opened.fd);
-    const e = new KernelError(EBUSY, 'addDisk', opened.name);
-    e.message =
-      `${opened.name}: mounted by the host on ${hostMount.target} (${hostMount.device}; EBUSY): ` +
-      'unmount it there first, or open it read-only';
-    throw e;
-  }
   let id: number;
   try {
     await lockImage(opened.fd, readOnly, opened.name, options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS);
@@ -308,34 +298,46 @@ async function kernelMessages(kernel: Kernel, kmsg: number): Promise<string[]> {
   return lines;
 }
 
+/* A flag's two words: `on` sets `bit`, `off` clears it. */
+const flagWords = (on: string, off: string, bit: number): Record<string, [set: number, clear: number]> => ({
+  [on]: [bit, 0],
+  [off]: [0, bit],
+});
+
 /*
  * The words of mount -o that are flags of the mount itself, not options of
  * the filesystem: each sets some MS_* bits and clears others.
  */
 const MOUNT_FLAGS: Record<string, [set: number, clear: number]> = {
   defaults: [0, 0],
-  ro: [C.MS_RDONLY, 0],
-  rw: [0, C.MS_RDONLY],
-  nosuid: [C.MS_NOSUID, 0],
-  suid: [0, C.MS_NOSUID],
-  nodev: [C.MS_NODEV, 0],
-  dev: [0, C.MS_NODEV],
-  noexec: [C.MS_NOEXEC, 0],
-  exec: [0, C.MS_NOEXEC],
-  sync: [C.MS_SYNCHRONOUS, 0],
-  async: [0, C.MS_SYNCHRONOUS],
-  dirsync: [C.MS_DIRSYNC, 0],
+  ...flagWords('ro', 'rw', C.MS_RDONLY),
+  ...flagWords('nosuid', 'suid', C.MS_NOSUID),
+  ...flagWords('nodev', 'dev', C.MS_NODEV),
+  ...flagWords('noexec', 'exec', C.MS_NOEXEC),
+  ...flagWords('sync', 'async', C.MS_SYNCHRONOUS),
+  ...flagWords('dirsync', 'nodirsync', C.MS_DIRSYNC),
+  ...flagWords('nodiratime', 'diratime', C.MS_NODIRATIME),
+  ...flagWords('lazytime', 'nolazytime', C.MS_LAZYTIME),
+  ...flagWords('nosymfollow', 'symfollow', C.MS_NOSYMFOLLOW),
+  ...flagWords('iversion', 'noiversion', C.MS_I_VERSION),
+  ...flagWords('mand', 'nomand', C.MS_MANDLOCK),
+  ...flagWords('silent', 'loud', C.MS_SILENT),
+  // One of three atime policies.
   noatime: [C.MS_NOATIME, C.MS_RELATIME | C.MS_STRICTATIME],
   atime: [0, C.MS_NOATIME],
-  nodiratime: [C.MS_NODIRATIME, 0],
-  diratime: [0, C.MS_NODIRATIME],
   relatime: [C.MS_RELATIME, C.MS_NOATIME | C.MS_STRICTATIME],
   norelatime: [0, C.MS_RELATIME],
   strictatime: [C.MS_STRICTATIME, C.MS_NOATIME | C.MS_RELATIME],
   nostrictatime: [0, C.MS_STRICTATIME],
-  lazytime: [C.MS_LAZYTIME, 0],
-  nolazytime: [0, C.MS_LAZYTIME],
 };
+
+/* fstab's words for mount(8) itself: nothing for the kernel. */
+const FSTAB_ONLY = new Set(['auto', 'noauto', 'user', 'nouser', 'users', 'owner', 'group', 'nofail', '_netdev']);
+
+/** Whether a mount -o word is fstab's, for mount(8) alone (noauto, nofail, x-*, comment=...). */
+export function isFstabOnly(word: string): boolean {
+  return FSTAB_ONLY.has(word) || word.startsWith('x-') || word.startsWith('comment=');
+}
 
 /**
  * Splits mount -o text as mount(8) does: the mount's own flags (noatime,
@@ -348,9 +350,23 @@ export function splitMountOptions(options: string | undefined): { flags: number;
   for (const word of (options ?? '').split(',').filter(Boolean)) {
     const flag = MOUNT_FLAGS[word];
     if (flag) flags = (flags | flag[0]) & ~flag[1];
-    else data.push(word);
+    else if (!isFstabOnly(word)) data.push(word);
   }
   return { flags, data: data.length ? data.join(',') : undefined };
+}
+
+/*
+ * The host's own mount of what we would write (the partition, or the whole
+ * disk) would be written behind our back, and ours behind its.
+ */
+function refuseHostMounted(disk: Disk, partition: number, named: string): void {
+  if (disk.image.startsWith('fd ')) return; // given as an fd: no path to look for
+  const part = disk.partitions.find((p) => p.number === partition);
+  const mounted = hostKernelMountOf(disk.image, part ? { start: part.start, size: part.size } : { start: 0, size: disk.size });
+  if (!mounted) return;
+  const e = new KernelError(EBUSY, 'mount', disk.image);
+  e.message = `${named}: mounted by the host on ${mounted.target} (${mounted.device}; EBUSY): unmount it there first, or mount it read-only`;
+  throw e;
 }
 
 export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = {}): Promise<string> {
@@ -360,6 +376,7 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const { flags: optionFlags, data } = splitMountOptions(options.options);
   const flags = optionFlags | (readOnly ? C.MS_RDONLY : 0);
   const named = `${disk.image}${options.partition ? ` partition ${options.partition}` : ''}`;
+  if (!readOnly) refuseHostMounted(disk, options.partition ?? 0, named);
   await kernel.fs.mkdir(target, { recursive: true });
 
   // As mount(8) with blkid: a signature found names the one type to try.
@@ -369,12 +386,6 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   if (given && !known.includes(given) && !['ext2', 'ext3'].includes(given)) {
     const e = new KernelError(ENODEV, 'mount', `${device} on ${target} as ${given}`);
     e.message = `${named}: unknown filesystem type '${given}' (the kernel has ${known.join(', ')})`;
-    throw e;
-  }
-  if (!given && !found && !options.partition && disk.partitions.length) {
-    const e = new KernelError(22 /* EINVAL */, 'mount', `${device} on ${target}`);
-    const numbers = disk.partitions.map((p) => p.number).join(', ');
-    e.message = `${named}: a partitioned disk (partitions ${numbers}): name the partition to mount (cptofs, fs2tar: -P N; lklfuse: -o part=N)`;
     throw e;
   }
   // A stale signature (an old filesystem's, not overwritten) must not hide
@@ -414,6 +425,12 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
       }
     }
     if (foundFailed) throw foundFailed;
+    if (!options.partition && disk.partitions.length) {
+      const e = new KernelError(22 /* EINVAL */, 'mount', `${device} on ${target}`);
+      const numbers = disk.partitions.map((p) => p.number).join(', ');
+      e.message = `${named}: a partitioned disk (partitions ${numbers}): name the partition to mount (cptofs, fs2tar: -P N; lklfuse: -o part=N)`;
+      throw e;
+    }
     const said = kmsg >= 0 ? await kernelMessages(kernel, kmsg) : [];
     const e = new KernelError(22 /* EINVAL */, 'mount', `${device} on ${target}`);
     e.message =

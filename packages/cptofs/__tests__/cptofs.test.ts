@@ -1,7 +1,7 @@
 // cptofs and cpfromfs, run as the commands they are, on real images: a tree
 // of every kind of entry goes in, is checked through a host loop mount
 // entry by entry (stat and xattrs), comes back out, and is checked again.
-import { spawnSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
@@ -337,6 +337,79 @@ describe('many at once, interruptions, links and odd paths', () => {
     fs.linkSync(join(out, 'x'), join(out, 'x2'));
     expect(cli('cpfromfs', ['-i', image, '/inplace/small', join(out, 'x')]).status).toBe(0);
     expect(fs.readFileSync(join(out, 'x2'), 'utf8')).toBe('new');
+
+    // Two sources onto two names of one file: written once in place, then
+    // the second name gets its own file; neither is a mix of both.
+    fs.rmSync(join(src, 'big2'));
+    fs.writeFileSync(join(src, 'big2'), Buffer.alloc(300 << 10, 3));
+    const again = cli('cptofs', ['-i', image, src, '/']);
+    expect(again.stderr).toBe('');
+    withLoop(image, (mnt) => {
+      expect(sum(join(mnt, 'inplace', 'big'))).toBe(sum(join(src, 'big')));
+      expect(sum(join(mnt, 'inplace', 'big2'))).toBe(sum(join(src, 'big2')));
+    });
+  });
+
+  test('what the host has mounted of an image is refused for writing: the same file by any path, per partition', () => {
+    const image = join(work, 'hosted.img');
+    fs.rmSync(image, { force: true });
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, 64 << 20);
+    execFileSync('sfdisk', ['-q', image], { input: 'label: gpt\n,24M\n,\n' });
+    const parts = JSON.parse(run('sfdisk', ['-J', image])).partitiontable.partitions as { start: number; size: number }[];
+    // Each partition through a loop device with an offset (mount -o loop,offset=),
+    // made through a bind mount's path: the same file by another name.
+    const bound = join(work, 'hosted-bind');
+    const mnt = join(work, 'hosted-mnt');
+    fs.mkdirSync(bound, { recursive: true });
+    fs.mkdirSync(mnt, { recursive: true });
+    run('mount', ['--bind', work, bound]);
+    const loops = parts.map((p) =>
+      run('losetup', ['-f', '--show', '-o', String(p.start * 512), '--sizelimit', String(p.size * 512), join(bound, 'hosted.img')]).trim(),
+    );
+    const file = join(work, 'hosted-file');
+    fs.writeFileSync(file, 'x');
+    try {
+      for (const loop of loops) run('mkfs.ext4', ['-q', loop]);
+      // Partition 2 mounted by the host, through a device node of another name.
+      const node = join(work, 'hosted-node');
+      fs.rmSync(node, { force: true });
+      const [major, minor] = fs.readFileSync(`/sys/class/block/${loops[1].slice(5)}/dev`, 'utf8').trim().split(':');
+      run('mknod', [node, 'b', major, minor]);
+      run('mount', [node, mnt]);
+      try {
+        // Partition 1 is free to write; partition 2 and the whole disk are not.
+        expect(cli('cptofs', ['-i', image, '-P', '1', file, '/']).stderr).toBe('');
+        const r = cli('cptofs', ['-i', image, '-P', '2', file, '/']);
+        expect(r.status).toBe(2);
+        expect(r.stderr).toMatch(new RegExp(`hosted\\.img partition 2: mounted by the host on ${mnt} \\(${loops[1]}; EBUSY\\)`));
+        // Reading it is left alone.
+        expect(cli('cpfromfs', ['-i', image, '-P', '2', '/lost+found', join(work, 'hosted-out')]).status).toBe(0);
+      } finally {
+        run('umount', [mnt]);
+      }
+    } finally {
+      for (const loop of loops) run('losetup', ['-d', loop]);
+      run('umount', [bound]);
+    }
+  });
+
+  test('cpfromfs never overwrites nor replaces the image it reads', () => {
+    const image = freshImage('self.img', 64 << 20);
+    const small = join(work, 'self-small');
+    fs.writeFileSync(small, 'a file named as the image');
+    expect(cli('cptofs', ['-i', image, small, '/self.img']).status).toBe(0);
+    const before = sum(image);
+    const out = join(work, 'self-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.mkdirSync(out);
+    fs.linkSync(image, join(out, 'self.img'));
+    for (const dest of [join(out, 'self.img'), image]) {
+      const r = cli('cpfromfs', ['-i', image, '/self.img', dest]);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/self\.img' is the image being read: not overwritten/);
+      expect(sum(image)).toBe(before);
+    }
   });
 
   test('a dangling symlink goes in as one; .. does not leave the image; cpfromfs of / copies its contents', () => {

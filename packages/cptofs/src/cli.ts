@@ -4,6 +4,7 @@
 import { Command, Option } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { lstat as hostLstat, realpath } from 'node:fs/promises';
+import { statSync } from 'node:fs';
 import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { asBytes, CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
@@ -194,6 +195,10 @@ async function main(name: Direction, argv: string[]): Promise<number> {
   const inImage = kernelSide(k);
   const [from, to] = into ? [hostSide, inImage] : [inImage, hostSide];
   copyOptions.display = (p) => (p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
+  if (!into) {
+    const st = statSync(o.filesystemImage, { bigint: true });
+    copyOptions.image = { dev: st.dev, ino: st.ino };
+  }
   copier = new TreeCopier(from, to, copyOptions, report);
   if (interrupted) copier.cancel();
   const started = Date.now();

@@ -233,6 +233,8 @@ export interface CopyOptions {
   concurrency?: number;
   /** How to name a path in messages (image paths without the mount point). */
   display?: (path: string) => string;
+  /** A file the destination must never replace or write: the image being read (cpfromfs). */
+  image?: { dev: bigint; ino: bigint };
 }
 
 export interface Progress {
@@ -269,6 +271,8 @@ const skipped = (e: unknown) => !!(e as { skipped?: boolean }).skipped;
 export class TreeCopier {
   readonly progress: Progress = { files: 0, bytes: 0 };
   readonly #links = new Map<string, Promise<string | undefined>>();
+  /* Destination files written in place by this copy (dev:ino): each only once. */
+  readonly #overwritten = new Set<string>();
   readonly #limit: Limit;
 
   constructor(
@@ -356,7 +360,7 @@ export class TreeCopier {
           try {
             await this.to.link(target, dest).catch(async (e: NodeJS.ErrnoException) => {
               // Over an earlier copy, as a file is: replace what is there.
-              if (e.code !== 'EEXIST' || isDir((await this.to.lstat(dest)).mode)) throw e;
+              if (e.code !== 'EEXIST' || isDir(this.#replaceable(dest, await this.to.lstat(dest)).mode)) throw e;
               await this.to.unlink(dest);
               await this.to.link(target, dest);
             });
@@ -402,19 +406,38 @@ export class TreeCopier {
       return await this.#make(src, dest, st, false);
     } catch (e) {
       if ((e as { code?: string }).code !== 'EEXIST') throw e;
-      const there = await this.to.lstat(dest);
+      const there = this.#replaceable(dest, await this.to.lstat(dest));
       if (isDir(there.mode)) throw e;
-      if (isReg(st.mode) && isReg(there.mode)) {
+      // A file that two sources land on (names of one inode there, not
+      // here) is written in place once; the next name gets a file of its own.
+      const inode = `${there.dev}:${there.ino}`;
+      let refused: unknown;
+      if (isReg(st.mode) && isReg(there.mode) && !this.#overwritten.has(inode)) {
+        this.#overwritten.add(inode); // at once, before another copy can look
         try {
           return await this.#make(src, dest, st, true);
         } catch (e) {
           const code = (e as { code?: string }).code;
           if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ETXTBSY') throw e;
+          refused = e;
         }
       }
-      await this.to.unlink(dest);
+      try {
+        await this.to.unlink(dest);
+      } catch (e) {
+        throw refused ?? e; // why it could not be written, rather than why not removed
+      }
       return this.#make(src, dest, st, false);
     }
+  }
+
+  /* `there` (dest's status), unless it is the image being read: never replaced nor written. */
+  #replaceable(dest: string, there: Status): Status {
+    const image = this.options.image;
+    if (image && there.dev === image.dev && there.ino === image.ino) {
+      throw Object.assign(new Error(`'${dest}' is the image being read: not overwritten`), { code: 'EINVAL' });
+    }
+    return there;
   }
 
   async #make(src: string, dest: string, st: Status, existing: boolean): Promise<void> {

@@ -4,7 +4,8 @@
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { host } from '../../core/src';
+import { CONSTANTS as C, host, splitMountOptions } from '../../core/src';
+import { parseMountOptions } from '../src/cli';
 import { filesystem, isRoot, run, tempDir } from '../../core/__tests__/helpers/images';
 import { copyNeedingRecovery, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
@@ -649,6 +650,13 @@ describe('starting and stopping', () => {
     expect(tiny.status).toBe(2);
     expect(tiny.stderr).toMatch(/mb=8: the kernel needs at least 32/);
     expect(mounted(mnt)).toBe(false);
+  });
+
+  test('-o words are sorted as mount(8) sorts them, the later of two flags winning', () => {
+    const o = parseMountOptions(['sync,nosuid,fsname=x,user,user=me,noauto,x-systemd.automount,comment=c', 'async,nosymfollow,errors=remount-ro,defaults']);
+    expect(o.fuseOptions).toEqual(['sync', 'nosuid', 'fsname=x', 'user=me', 'async']);
+    expect(o.options).toBe('sync,async,nosymfollow,errors=remount-ro');
+    expect(splitMountOptions(o.options)).toEqual({ flags: C.MS_NOSYMFOLLOW, data: 'errors=remount-ro' });
   });
 
   test('mount(8)\'s options: atime flags and the filesystem\'s own go to the kernel, fstab\'s are ignored', () => {

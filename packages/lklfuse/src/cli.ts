@@ -3,7 +3,7 @@
 // other FUSE filesystems: lklfuse IMAGE MOUNTPOINT -o type=ext4,ro.
 import { constants } from 'node:os';
 import { Command } from 'commander';
-import { EXIT_FATAL, EXIT_OK, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { EXIT_FATAL, EXIT_OK, isFstabOnly, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { mount, MountOptions } from './mount';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -86,11 +86,9 @@ const FUSE_OPTIONS = new Set([
   'allow_root', 'auto_unmount', 'blkdev', 'blksize', 'fsname', 'subtype', 'max_read', 'user',
   'context', 'fscontext', 'defcontext', 'rootcontext', 'nonempty', 'debug',
 ]);
-/* Flags the host's mount enforces (and a synchronous disk inside for sync and dirsync). */
-const HOST_FLAGS = new Set(['nosuid', 'suid', 'nodev', 'dev', 'noexec', 'exec', 'async']);
-const BOTH_FLAGS = new Set(['sync', 'dirsync']);
-/* fstab's words for mount(8) itself: nothing for a filesystem. */
-const FSTAB_ONLY = new Set(['defaults', 'auto', 'noauto', 'user', 'nouser', 'users', 'owner', 'group', 'nofail', '_netdev']);
+/* Flags the host's mount enforces (and a synchronous disk inside for the sync ones). */
+const HOST_FLAGS = new Set(['nosuid', 'suid', 'nodev', 'dev', 'noexec', 'exec']);
+const BOTH_FLAGS = new Set(['sync', 'async', 'dirsync']);
 
 /**
  * -o options into MountOptions, as mount(8) sorts them: ours; FUSE's and
@@ -147,8 +145,7 @@ export function parseMountOptions(list: string[]): Partial<MountOptions> {
         o.writebackCache = true;
         break;
       default:
-        if (eq < 0 && FSTAB_ONLY.has(name)) break;
-        if (name.startsWith('x-') || name === 'comment') break;
+        if (isFstabOnly(item) || item === 'defaults') break;
         if (FUSE_OPTIONS.has(name) || HOST_FLAGS.has(name)) o.fuseOptions.push(item);
         else if (BOTH_FLAGS.has(name)) {
           o.fuseOptions.push(item);

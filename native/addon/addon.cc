@@ -534,6 +534,22 @@ Napi::Value HostFlock(const Napi::CallbackInfo& info) {
   throw HostError(env, "flock", std::to_string(fd));
 }
 
+// hostLockRange(fd, exclusive, start, length) -> false when another open
+// file holds a lock over the range (an open file description lock, so it
+// lasts while any process holds the file open, as the kernel process does)
+Napi::Value HostLockRange(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  struct flock lock = {};
+  lock.l_type = info[1].As<Napi::Boolean>().Value() ? F_WRLCK : F_RDLCK;
+  lock.l_whence = SEEK_SET;
+  lock.l_start = info[2].As<Napi::Number>().Int64Value();
+  lock.l_len = info[3].As<Napi::Number>().Int64Value();
+  if (fcntl(fd, F_OFD_SETLK, &lock) == 0) return Napi::Boolean::New(env, true);
+  if (errno == EAGAIN || errno == EACCES) return Napi::Boolean::New(env, false);
+  throw HostError(env, "fcntl", std::to_string(fd));
+}
+
 Napi::Value Start(const Napi::CallbackInfo& info) {
   auto* worker = new StartWorker(info.Env(), info[0].As<Napi::Object>());
   worker->Queue();
@@ -551,6 +567,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("hostMknod", Napi::Function::New(env, HostMknod));
   exports.Set("hostSeek", Napi::Function::New(env, HostSeek));
   exports.Set("hostFlock", Napi::Function::New(env, HostFlock));
+  exports.Set("hostLockRange", Napi::Function::New(env, HostLockRange));
   exports.Set("Kernel", kernel_class->Value());
   // When Node exits, every kernel still open sees its client go and halts
   // by itself: sync, unmount, power off.

@@ -1272,18 +1272,52 @@ static void write_kernel_file(const char *path, const char *text)
 	SYS(SYS_close, fd);
 }
 
-/*
- * Locks the image as @lkl-um/core does for the other tools (flock on the
- * open file the kernel process gets, so it lasts as long as the kernel):
- * shared to read, exclusive to write.  Waits a while for a kernel still
- * syncing after an unmount.
- */
-static void lock_image(int fd)
+/* The number in the kernel's file @path (sysfs), or -1. */
+static long read_kernel_number(const char *path)
 {
-	int tries = IMAGE_LOCK_WAIT_MS / 50;
+	struct scratch s = scratch();
+	long fd = SYS(SYS_open, wpath(s.path[0], path), O_RDONLY);
+	long n;
 
-	while (flock(fd, (o.readonly ? LOCK_SH : LOCK_EX) | LOCK_NB) < 0) {
-		if (errno != EWOULDBLOCK || !tries--)
+	if (fd < 0)
+		return -1;
+	n = SYS(SYS_read, fd, (long)s.data, 31);
+	SYS(SYS_close, fd);
+	if (n <= 0)
+		return -1;
+	s.data[n] = '\0';
+	return strtol(s.data, NULL, 10);
+}
+
+/*
+ * Locks the bytes of the image we serve, as @lkl-um/core does for the
+ * other tools: an open file description lock on the open file the kernel
+ * process got, so it lasts as long as the kernel; shared to read,
+ * exclusive to write; the partition's bytes only, so that other kernels
+ * may serve the others.  Waits a while for a kernel still syncing after
+ * an unmount.
+ */
+static void lock_image(int fd, const char *block)
+{
+	struct flock lock = {
+		.l_type = o.readonly ? F_RDLCK : F_WRLCK,
+		.l_whence = SEEK_SET,
+	};
+	int tries = IMAGE_LOCK_WAIT_MS / 50;
+	char path[256];
+
+	if (o.partition) {
+		snprintf(path, sizeof(path), "/sys/block/%s/%s%d/start", block,
+			 block, o.partition);
+		lock.l_start = read_kernel_number(path) * 512;
+		snprintf(path, sizeof(path), "/sys/block/%s/%s%d/size", block,
+			 block, o.partition);
+		lock.l_len = read_kernel_number(path) * 512;
+		if (lock.l_start < 0 || lock.l_len <= 0)
+			die("%s: no partition %d", o.image, o.partition);
+	}
+	while (fcntl(fd, F_OFD_SETLK, &lock) < 0) {
+		if ((errno != EAGAIN && errno != EACCES) || !tries--)
 			die("%s: in use by another lkl-um kernel (an lklfuse "
 			    "mount, or one still syncing after its unmount)",
 			    o.image);
@@ -1311,9 +1345,7 @@ static void mount_image(void)
 	disk.fd = open(o.image, o.readonly ? O_RDONLY : O_RDWR);
 	if (disk.fd < 0)
 		die("%s: %s", o.image, strerror(errno));
-	lock_image(disk.fd);
 	id = lkl_um_add_disk(k, &disk);
-	close(disk.fd);
 	if (id < 0)
 		die("%s: %s", o.image, lkl_um_last_error());
 
@@ -1325,6 +1357,9 @@ static void mount_image(void)
 		 virtio);
 	if (first_entry(path, "vd", block, sizeof(block)) < 0)
 		die("%s: the kernel made no block device for it", o.image);
+	/* It has only read the partition table yet: locked before any more. */
+	lock_image(disk.fd, block);
+	close(disk.fd);	/* the kernel process has its own, and the lock */
 	/*
 	 * Read ahead further than the host reads ahead on our mount: each
 	 * disk request crosses to the host, and only many in flight keep

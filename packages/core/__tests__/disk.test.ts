@@ -3,7 +3,7 @@
 // (where it is writable), read back, unmounted, then checked by its own
 // fsck and read by the host (its kernel through a loop mount, or a FUSE
 // driver or an extracting tool where the host kernel lacks the driver).
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import {
   chmodSync,
@@ -337,6 +337,30 @@ describe('one image, several kernels', () => {
     } finally {
       await writer.shutdown();
       await other.shutdown();
+    }
+  });
+
+  test('a disk added for one partition locks that partition alone', async () => {
+    const image = join(work, 'parts.img');
+    writeFileSync(image, '');
+    truncateSync(image, 64 << 20);
+    execFileSync('sfdisk', ['-q', image], { input: 'label: gpt\n,24M\n,\n' });
+    const a = await Kernel.boot();
+    const b = await Kernel.boot();
+    try {
+      const one = await a.addDisk(image, { partition: 1 });
+      const two = await b.addDisk(image, { partition: 2, lockTimeoutMs: 100 });
+      await expect(b.addDisk(image, { partition: 1, lockTimeoutMs: 100 })).rejects.toThrow(/parts\.img: in use by another lkl-um kernel/);
+      await expect(b.addDisk(image, { lockTimeoutMs: 100 })).rejects.toMatchObject({ code: 'EBUSY' }); // the whole disk
+      await expect(b.mount(two, { partition: 1 })).rejects.toThrow(/added for partition 2 alone/);
+      await expect(b.addDisk(image, { partition: 3 })).rejects.toThrow(/no partition 3 \(ENODEV; its partitions: 1, 2\)/);
+      await one.remove();
+      await two.remove();
+      // Both free again: the whole disk.
+      await (await b.addDisk(image, { lockTimeoutMs: 100 })).remove();
+    } finally {
+      await a.shutdown();
+      await b.shutdown();
     }
   });
 });

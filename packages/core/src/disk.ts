@@ -24,6 +24,12 @@ export interface AddDiskOptions {
   /** Open the image read-only; the kernel sees a read-only disk. */
   readOnly?: boolean;
   /**
+   * The partition this kernel will use (1 is the first): only its bytes
+   * are locked, so that other kernels may use the others at the same
+   * time; mount() then mounts no other.  0 or absent: the whole disk.
+   */
+  partition?: number;
+  /**
    * How long to wait for another lkl-um kernel that uses the image (to
    * write, or this one would write) before failing with EBUSY; 15 s.
    */
@@ -71,6 +77,8 @@ export class Disk {
     readonly partitions: Partition[],
     /** The image it serves, as given. */
     readonly image: string,
+    /** The partition it was added for, the only one locked; 0 the whole disk. */
+    readonly lockedPartition = 0,
   ) {}
 
   /** Its device node in the kernel: '/dev/vda'. */
@@ -140,15 +148,15 @@ function openImage(image: string | number, readOnly: boolean): { fd: number; clo
 const IMAGE_LOCK_TIMEOUT_MS = 15000;
 
 /*
- * Locks the image for the kernel (flock: shared to read, exclusive to
- * write), on the open file it is given, so that the lock lasts as long as
- * the kernel process holds it.  Another lkl-um kernel using the image (an
- * lklfuse mount, or one still syncing after its unmount) makes it wait,
- * then fail.
+ * Locks the bytes of the image the kernel will use (shared to read,
+ * exclusive to write), on the open file it was given: an open file
+ * description lock, so that it lasts as long as the kernel process holds
+ * the file.  Another lkl-um kernel using those bytes (an lklfuse mount, or
+ * one still syncing after its unmount) makes it wait, then fail.
  */
-async function lockImage(fd: number, readOnly: boolean, name: string, timeoutMs: number): Promise<void> {
+async function lockImage(fd: number, readOnly: boolean, name: string, range: { start: number; length: number }, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!host.tryLock(fd, !readOnly)) {
+  while (!host.tryLockRange(fd, !readOnly, range.start, range.length)) {
     // Mounted, not syncing: no use waiting.
     const mountpoint = lklfuseMountOf(name);
     if (mountpoint !== undefined) {
@@ -202,22 +210,31 @@ async function partitionsOf(kernel: Kernel, name: string): Promise<Partition[]> 
 export async function addDisk(kernel: Kernel, image: string | number, options: AddDiskOptions = {}): Promise<Disk> {
   const readOnly = !!options.readOnly;
   const opened = openImage(image, readOnly);
-  let id: number;
   try {
-    await lockImage(opened.fd, readOnly, opened.name, options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS);
-    const token = kernel.sendFd(opened.fd);
-    id = await kernel.call(CALL_ADD_DISK, token, readOnly ? DISK_READONLY : 0);
+    const id = await kernel.call(CALL_ADD_DISK, kernel.sendFd(opened.fd), readOnly ? DISK_READONLY : 0);
+    if (id < 0) {
+      const e = new KernelError(-id, 'addDisk', opened.name);
+      if (-id === 22) e.message = `${opened.name}: not a disk image (a regular file or a block device)`;
+      throw e;
+    }
+    const name = await blockName(kernel, id);
+    const sectors = Number(await readSys(kernel, `/sys/block/${name}/size`));
+    const disk = new Disk(kernel, id, name, sectors * 512, readOnly, await partitionsOf(kernel, name), opened.name, options.partition ?? 0);
+    // The kernel has only read the partition table: locked before any more.
+    const part = options.partition ? disk.partitions.find((p) => p.number === options.partition) : undefined;
+    try {
+      if (options.partition && !part) disk.device(options.partition); // throws: no such partition
+      const range = part ? { start: part.start, length: part.size } : { start: 0, length: 0 };
+      await lockImage(opened.fd, readOnly, opened.name, range, options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS);
+    } catch (e) {
+      await disk.remove().catch(() => undefined);
+      throw e;
+    }
+    return disk;
   } finally {
+    // The kernel process has its own copy of the open file, and of its lock.
     if (opened.close) closeSync(opened.fd);
   }
-  if (id < 0) {
-    const e = new KernelError(-id, 'addDisk', opened.name);
-    if (-id === 22) e.message = `${opened.name}: not a disk image (a regular file or a block device)`;
-    throw e;
-  }
-  const name = await blockName(kernel, id);
-  const sectors = Number(await readSys(kernel, `/sys/block/${name}/size`));
-  return new Disk(kernel, id, name, sectors * 512, readOnly, await partitionsOf(kernel, name), opened.name);
 }
 
 // --- finding the filesystem ----------------------------------------------------
@@ -370,6 +387,11 @@ function refuseHostMounted(disk: Disk, partition: number, named: string): void {
 }
 
 export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = {}): Promise<string> {
+  if (disk.lockedPartition && (options.partition ?? 0) !== disk.lockedPartition) {
+    const e = new KernelError(EBUSY, 'mount', disk.image);
+    e.message = `${disk.image}: added for partition ${disk.lockedPartition} alone (the others are not locked): add it again to mount another`;
+    throw e;
+  }
   const device = disk.device(options.partition ?? 0);
   const target = options.target ?? `/mnt/${device.slice('/dev/'.length)}`;
   const readOnly = !!options.readOnly || disk.readOnly;

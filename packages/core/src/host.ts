@@ -35,4 +35,11 @@ export const host = {
     nodeStyle(() => loadAddon().hostSeek(fd, offset, whence)),
   /** flock(2), LOCK_EX (or LOCK_SH) | LOCK_NB: false when another open file holds it. */
   tryLock: (fd: number, exclusive = true): boolean => nodeStyle(() => loadAddon().hostFlock(fd, (exclusive ? 2 : 1) | 4)),
+  /**
+   * An open file description lock (F_OFD_SETLK) on bytes [start, start +
+   * length) of fd's file, length 0 to its end: false when another open
+   * file holds one over them. Held as long as any process has the file open.
+   */
+  tryLockRange: (fd: number, exclusive: boolean, start: number, length: number): boolean =>
+    nodeStyle(() => loadAddon().hostLockRange(fd, exclusive, start, length)),
 };

@@ -77,7 +77,7 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
     cmdline: o.printk ? 'loglevel=7' : undefined,
   });
   try {
-    const disk = await kernel.addDisk(o.image, { readOnly: o.readOnly });
+    const disk = await kernel.addDisk(o.image, { readOnly: o.readOnly, partition: o.partition });
     const root = await kernel.mount(disk, {
       type: o.type ?? 'auto',
       partition: o.partition ?? 0,

@@ -48,6 +48,7 @@ export interface NativeAddon {
   hostMknod(path: string | Buffer, mode: number, dev: number | bigint): void;
   hostSeek(fd: number, offset: number, whence: number): number;
   hostFlock(fd: number, operation: number): boolean;
+  hostLockRange(fd: number, exclusive: boolean, start: number, length: number): boolean;
 }
 
 interface Located {

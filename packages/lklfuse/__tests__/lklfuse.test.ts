@@ -547,6 +547,49 @@ describe('starting and stopping', () => {
     m.unmount();
   });
 
+  test('two partitions of one image, used at once: lklfuse on one, cptofs on the other', () => {
+    const image = join(work, 'two-parts.img');
+    fs.rmSync(image, { force: true });
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, 96 << 20);
+    execFileSync('sfdisk', ['-q', image], { input: 'label: gpt\n,40M\n,\n' });
+    const parts = JSON.parse(run('sfdisk', ['-J', image])).partitiontable.partitions as { start: number; size: number }[];
+    for (const p of parts) run('mkfs.ext4', ['-q', '-F', '-E', `offset=${p.start * 512}`, image, `${(p.size * 512) / 1024}k`]);
+    const mnt = mountpoint('two-parts');
+    const lock = `${image}.lock`;
+    expect(cli(['-o', `part=2,lock=${lock}`, image, mnt]).stderr).toBe('');
+    const file = join(work, 'two-parts-file');
+    fs.writeFileSync(file, 'into partition 1');
+    const cptofs = (part: string) =>
+      spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '-P', part, file, '/'], { encoding: 'utf8', timeout: 5000 });
+    try {
+      fs.writeFileSync(join(mnt, 'f'), 'into partition 2');
+      const one = cptofs('1');
+      expect(one.stderr).toBe('');
+      expect(one.status).toBe(0);
+      const two = cptofs('2');
+      expect(two.status).toBe(2);
+      expect(two.stderr).toMatch(new RegExp(`two-parts\\.img: mounted by lklfuse on ${mnt} \\(EBUSY\\)`));
+    } finally {
+      run('fusermount3', ['-u', mnt]);
+      waitUnlocked(lock);
+    }
+    const out = join(work, 'two-parts-out');
+    fs.mkdirSync(out, { recursive: true });
+    for (const [part, name, text] of [['1', 'two-parts-file', 'into partition 1'], ['2', 'f', 'into partition 2']]) {
+      run(process.execPath, [join(__dirname, '../../cptofs/bin/cpfromfs.js'), '-i', image, '-P', part, `/${name}`, join(out, name)]);
+      expect(fs.readFileSync(join(out, name), 'utf8')).toBe(text);
+    }
+    for (const p of parts) {
+      const loop = run('losetup', ['-f', '--show', '-o', String(p.start * 512), '--sizelimit', String(p.size * 512), image]).trim();
+      try {
+        run('e2fsck', ['-fn', loop]);
+      } finally {
+        run('losetup', ['-d', loop]);
+      }
+    }
+  });
+
   test('an image the host has mounted (a loop device) is refused for writing, named with its mount', () => {
     const image = freshImage('ext4', 'host-mounted');
     const mnt = mountpoint('host-mounted');

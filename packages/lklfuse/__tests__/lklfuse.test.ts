@@ -689,6 +689,11 @@ describe('starting and stopping', () => {
     const noPart = cli(['-o', 'part=3', partitioned, mnt]);
     expect(noPart.stderr).toMatch(/^lklfuse: .*partitioned\.img: no partition 3 \(ENODEV; its partitions: 1, 2\)\n$/);
 
+    const noLockDir = cli(['-o', `lock=${join(work, 'no-dir', 'x.lock')}`, junk, mnt]);
+    expect(noLockDir.status).toBe(2);
+    expect(noLockDir.stderr).toMatch(/no-dir\/x\.lock: cannot open the lock file: no such file or directory \(ENOENT\)/);
+    expect(cli(['-o', 'lock=', junk, mnt]).stderr).toMatch(/-o lock= needs a file/);
+
     const tiny = cli(['-o', 'mb=8', junk, mnt]);
     expect(tiny.status).toBe(2);
     expect(tiny.stderr).toMatch(/mb=8: the kernel needs at least 32/);

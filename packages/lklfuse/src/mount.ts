@@ -140,7 +140,14 @@ function serverArgs(o: MountOptions, type: string, lockFd: number | undefined): 
 }
 
 function takeLock(file: string): number {
-  const fd = openSync(file, 'a');
+  let fd: number;
+  try {
+    fd = openSync(file, 'a');
+  } catch (e) {
+    const err = e as NodeJS.ErrnoException;
+    const why = err.message.replace(/^[A-Z]+: /, '').split(',')[0]; // Node's words, without the call
+    throw new Error(`${file}: cannot open the lock file: ${why} (${err.code})`);
+  }
   if (!host.tryLock(fd)) {
     closeSync(fd);
     throw new LockHeld(file);

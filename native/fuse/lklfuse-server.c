@@ -1289,33 +1289,26 @@ static long read_kernel_number(const char *path)
 	return strtol(s.data, NULL, 10);
 }
 
+/* The partition table: MBR, GPT's header and entries; GPT's backup at the end. */
+#define TABLE_HEAD (34 * 512)
+#define TABLE_TAIL (33 * 512)
+
 /*
- * Locks the bytes of the image we serve, as @lkl-um/core does for the
- * other tools: an open file description lock on the open file the kernel
- * process got, so it lasts as long as the kernel; shared to read,
- * exclusive to write; the partition's bytes only, so that other kernels
- * may serve the others.  Waits a while for a kernel still syncing after
- * an unmount.
+ * Locks bytes of the image, as @lkl-um/core does for the other tools: an
+ * open file description lock on the open file the kernel process got, so
+ * it lasts as long as the kernel.  Waits a while for a kernel still
+ * syncing after an unmount.
  */
-static void lock_image(int fd, const char *block)
+static void lock_bytes(int fd, short type, off_t start, off_t len)
 {
 	struct flock lock = {
-		.l_type = o.readonly ? F_RDLCK : F_WRLCK,
+		.l_type = type,
 		.l_whence = SEEK_SET,
+		.l_start = start,
+		.l_len = len,
 	};
 	int tries = IMAGE_LOCK_WAIT_MS / 50;
-	char path[256];
 
-	if (o.partition) {
-		snprintf(path, sizeof(path), "/sys/block/%s/%s%d/start", block,
-			 block, o.partition);
-		lock.l_start = read_kernel_number(path) * 512;
-		snprintf(path, sizeof(path), "/sys/block/%s/%s%d/size", block,
-			 block, o.partition);
-		lock.l_len = read_kernel_number(path) * 512;
-		if (lock.l_start < 0 || lock.l_len <= 0)
-			die("%s: no partition %d", o.image, o.partition);
-	}
 	while (fcntl(fd, F_OFD_SETLK, &lock) < 0) {
 		if ((errno != EAGAIN && errno != EACCES) || !tries--)
 			die("%s: in use by another lkl-um kernel (an lklfuse "
@@ -1323,6 +1316,34 @@ static void lock_image(int fd, const char *block)
 			    o.image);
 		usleep(50000);
 	}
+}
+
+/*
+ * Once the kernel has read the partition table (held still by a shared
+ * lock on it meanwhile): the bytes we serve, shared to read, exclusive to
+ * write; the partition's only, so that other kernels may serve the others.
+ */
+static void lock_image(int fd, const char *block)
+{
+	short type = o.readonly ? F_RDLCK : F_WRLCK;
+	off_t start = 0, len = 0, size;
+	char path[256];
+
+	snprintf(path, sizeof(path), "/sys/block/%s/size", block);
+	size = (off_t)read_kernel_number(path) * 512;
+	if (size > TABLE_HEAD + TABLE_TAIL)
+		lock_bytes(fd, F_RDLCK, size - TABLE_TAIL, TABLE_TAIL);
+	if (o.partition) {
+		snprintf(path, sizeof(path), "/sys/block/%s/%s%d/start", block,
+			 block, o.partition);
+		start = (off_t)read_kernel_number(path) * 512;
+		snprintf(path, sizeof(path), "/sys/block/%s/%s%d/size", block,
+			 block, o.partition);
+		len = (off_t)read_kernel_number(path) * 512;
+		if (start < 0 || len <= 0)
+			die("%s: no partition %d", o.image, o.partition);
+	}
+	lock_bytes(fd, type, start, len);
 }
 
 static void mount_image(void)
@@ -1345,6 +1366,7 @@ static void mount_image(void)
 	disk.fd = open(o.image, o.readonly ? O_RDONLY : O_RDWR);
 	if (disk.fd < 0)
 		die("%s: %s", o.image, strerror(errno));
+	lock_bytes(disk.fd, F_RDLCK, 0, TABLE_HEAD);
 	id = lkl_um_add_disk(k, &disk);
 	if (id < 0)
 		die("%s: %s", o.image, lkl_um_last_error());

@@ -340,6 +340,37 @@ describe('one image, several kernels', () => {
     }
   });
 
+  test('an image the host has mounted is not mounted to write: given as an fd, or mounted by fuse2fs', async () => {
+    const image = join(work, 'host-has-it.img');
+    FILESYSTEMS[0].make(image);
+    const k2 = await Kernel.boot();
+    const mnt = tempDir('lkl-um-host-mnt-');
+    try {
+      for (const [how, hostMount] of [
+        ['a loop device', ['mount', ['-o', 'loop', image, mnt]]],
+        ['fuse2fs', ['fuse2fs', [image, mnt, '-o', 'rw']]],
+      ] as const) {
+        run(hostMount[0], [...hostMount[1]]);
+        try {
+          const fd = openSync(image, 'r+');
+          const disk = await k2.addDisk(fd);
+          closeSync(fd);
+          await expect(k2.mount(disk)).rejects.toThrow(new RegExp(`fd \\d+: mounted by the host on ${mnt} \\(`));
+          // To read is left alone.
+          await k2.umount(await k2.mount(disk, { readOnly: true }));
+          await disk.remove();
+        } catch (e) {
+          throw new Error(`${how}: ${(e as Error).message}`);
+        } finally {
+          run('umount', [mnt]);
+        }
+      }
+    } finally {
+      await k2.shutdown();
+      rmSync(mnt, { recursive: true, force: true });
+    }
+  });
+
   test('a disk added for one partition locks that partition alone', async () => {
     const image = join(work, 'parts.img');
     writeFileSync(image, '');
@@ -350,7 +381,7 @@ describe('one image, several kernels', () => {
     try {
       const one = await a.addDisk(image, { partition: 1 });
       const two = await b.addDisk(image, { partition: 2, lockTimeoutMs: 100 });
-      await expect(b.addDisk(image, { partition: 1, lockTimeoutMs: 100 })).rejects.toThrow(/parts\.img: in use by another lkl-um kernel/);
+      await expect(b.addDisk(image, { partition: 1, lockTimeoutMs: 100 })).rejects.toThrow(/parts\.img partition 1: in use by another lkl-um kernel/);
       await expect(b.addDisk(image, { lockTimeoutMs: 100 })).rejects.toMatchObject({ code: 'EBUSY' }); // the whole disk
       await expect(b.mount(two, { partition: 1 })).rejects.toThrow(/added for partition 2 alone/);
       await expect(b.addDisk(image, { partition: 3 })).rejects.toThrow(/no partition 3 \(ENODEV; its partitions: 1, 2\)/);

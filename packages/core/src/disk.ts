@@ -1,10 +1,10 @@
 // Disks: image files plugged into the kernel as virtio-blk devices, their
 // partitions as the kernel's own partition scan sees them, and mounting
 // them, with 'auto' finding the filesystem.
-import { closeSync, constants as hostConstants, openSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, constants as hostConstants, openSync, statSync } from 'node:fs';
 import { errnoMessage, KernelError } from './errors';
 import { host } from './host';
-import { hostKernelMountOf, lklfuseMountOf } from './host-mounts';
+import { FileId, hostMountOf, lklfuseMountOf } from './host-mounts';
 import { CONSTANTS as C, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
 
@@ -79,6 +79,8 @@ export class Disk {
     readonly image: string,
     /** The partition it was added for, the only one locked; 0 the whole disk. */
     readonly lockedPartition = 0,
+    /** The image as a file (and its device number, when it is a block device). */
+    readonly file?: FileId & { rdev?: bigint },
   ) {}
 
   /** Its device node in the kernel: '/dev/vda'. */
@@ -147,26 +149,44 @@ function openImage(image: string | number, readOnly: boolean): { fd: number; clo
 /** How long addDisk waits for an image another kernel is using. */
 const IMAGE_LOCK_TIMEOUT_MS = 15000;
 
+/* The partition table's bytes: MBR, GPT's header and entries (the first 34 sectors), GPT's backup (the last 33). */
+const TABLE_HEAD = 34 * 512;
+const TABLE_TAIL = 33 * 512;
+
+/** What a lock is for: the image's bytes, shared (to read) or exclusive, and whose. */
+interface LockRequest {
+  fd: number;
+  shared: boolean;
+  start: number;
+  /** 0: to the end. */
+  length: number;
+  /** The image, as named, and as a file. */
+  name: string;
+  file: FileId;
+  /** The partition the bytes are; 0 the whole disk or its partition table. */
+  partition: number;
+}
+
 /*
- * Locks the bytes of the image the kernel will use (shared to read,
- * exclusive to write), on the open file it was given: an open file
- * description lock, so that it lasts as long as the kernel process holds
- * the file.  Another lkl-um kernel using those bytes (an lklfuse mount, or
- * one still syncing after its unmount) makes it wait, then fail.
+ * Locks bytes of the image, on the open file the kernel was given: an open
+ * file description lock, so that it lasts as long as the kernel process
+ * holds the file.  Another lkl-um kernel using those bytes (an lklfuse
+ * mount, or one still syncing after its unmount) makes it wait, then fail.
  */
-async function lockImage(fd: number, readOnly: boolean, name: string, range: { start: number; length: number }, timeoutMs: number): Promise<void> {
+async function lockImage(lock: LockRequest, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!host.tryLockRange(fd, !readOnly, range.start, range.length)) {
+  while (!host.tryLockRange(lock.fd, !lock.shared, lock.start, lock.length)) {
     // Mounted, not syncing: no use waiting.
-    const mountpoint = lklfuseMountOf(name);
+    const mountpoint = lklfuseMountOf(lock.file, lock.partition);
+    const part = lock.partition ? ` partition ${lock.partition}` : '';
     if (mountpoint !== undefined) {
-      const e = new KernelError(EBUSY, 'addDisk', name);
-      e.message = `${name}: mounted by lklfuse on ${mountpoint} (EBUSY): unmount it first (fusermount3 -u ${mountpoint})`;
+      const e = new KernelError(EBUSY, 'addDisk', lock.name);
+      e.message = `${lock.name}${part}: mounted by lklfuse on ${mountpoint} (EBUSY): unmount it first (fusermount3 -u ${mountpoint})`;
       throw e;
     }
     if (Date.now() > deadline) {
-      const e = new KernelError(EBUSY, 'addDisk', name);
-      e.message = `${name}: in use by another lkl-um kernel (an lklfuse mount, or one still syncing after its unmount)`;
+      const e = new KernelError(EBUSY, 'addDisk', lock.name);
+      e.message = `${lock.name}${part}: in use by another lkl-um kernel (an lklfuse mount, or one still syncing after its unmount)`;
       throw e;
     }
     await new Promise((r) => setTimeout(r, 50));
@@ -211,6 +231,14 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
   const readOnly = !!options.readOnly;
   const opened = openImage(image, readOnly);
   try {
+    const st = fstatSync(opened.fd, { bigint: true });
+    const file = { dev: st.dev, ino: st.ino };
+    const timeout = options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS;
+    const lock = (shared: boolean, start: number, length: number, partition = 0) =>
+      lockImage({ fd: opened.fd, shared, start, length, name: opened.name, file, partition }, timeout);
+    // The partition table stays as the kernel reads it: a writer of the
+    // whole disk waits for us, and we for it.
+    await lock(true, 0, TABLE_HEAD);
     const id = await kernel.call(CALL_ADD_DISK, kernel.sendFd(opened.fd), readOnly ? DISK_READONLY : 0);
     if (id < 0) {
       const e = new KernelError(-id, 'addDisk', opened.name);
@@ -218,14 +246,17 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
       throw e;
     }
     const name = await blockName(kernel, id);
-    const sectors = Number(await readSys(kernel, `/sys/block/${name}/size`));
-    const disk = new Disk(kernel, id, name, sectors * 512, readOnly, await partitionsOf(kernel, name), opened.name, options.partition ?? 0);
+    const size = Number(await readSys(kernel, `/sys/block/${name}/size`)) * 512;
+    const disk = new Disk(kernel, id, name, size, readOnly, await partitionsOf(kernel, name), opened.name, options.partition ?? 0, {
+      ...file,
+      rdev: st.isBlockDevice() ? st.rdev : undefined,
+    });
     // The kernel has only read the partition table: locked before any more.
     const part = options.partition ? disk.partitions.find((p) => p.number === options.partition) : undefined;
     try {
       if (options.partition && !part) disk.device(options.partition); // throws: no such partition
-      const range = part ? { start: part.start, length: part.size } : { start: 0, length: 0 };
-      await lockImage(opened.fd, readOnly, opened.name, range, options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS);
+      if (size > TABLE_HEAD + TABLE_TAIL) await lock(true, size - TABLE_TAIL, TABLE_TAIL);
+      await (part ? lock(readOnly, part.start, part.size, part.number) : lock(readOnly, 0, 0));
     } catch (e) {
       await disk.remove().catch(() => undefined);
       throw e;
@@ -377,9 +408,9 @@ export function splitMountOptions(options: string | undefined): { flags: number;
  * disk) would be written behind our back, and ours behind its.
  */
 function refuseHostMounted(disk: Disk, partition: number, named: string): void {
-  if (disk.image.startsWith('fd ')) return; // given as an fd: no path to look for
+  if (!disk.file) return;
   const part = disk.partitions.find((p) => p.number === partition);
-  const mounted = hostKernelMountOf(disk.image, part ? { start: part.start, size: part.size } : { start: 0, size: disk.size });
+  const mounted = hostMountOf(disk.file, disk.file.rdev, part ? { start: part.start, size: part.size } : { start: 0, size: disk.size });
   if (!mounted) return;
   const e = new KernelError(EBUSY, 'mount', disk.image);
   e.message = `${named}: mounted by the host on ${mounted.target} (${mounted.device}; EBUSY): unmount it there first, or mount it read-only`;

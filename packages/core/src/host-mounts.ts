@@ -1,5 +1,6 @@
-// Who on the host has an image mounted: an lklfuse mount of it, or the host
-// kernel's own mount through a loop device or of the block device itself.
+// Who on the host has an image mounted: an lklfuse mount of it, the host
+// kernel's own mount through a loop device or of the block device itself,
+// or another FUSE filesystem's of the file (fuse2fs).
 // Two kernels writing one filesystem lose data silently, so a writer is
 // refused when either is found; the image lock covers only lkl-um kernels.
 //
@@ -57,15 +58,62 @@ const readSys = (path: string) => {
   }
 };
 
-/** Where an lklfuse mount of `image` is (lklfuse names its mount by the image's real path). */
-export function lklfuseMountOf(image: string): string | undefined {
-  let path: string;
+/** A file by its identity: the same file by any path (a symlink, a bind mount). */
+export interface FileId {
+  dev: bigint;
+  ino: bigint;
+}
+
+const fileId = (path: string): FileId | undefined => {
   try {
-    path = realpathSync(image);
+    const st = statSync(path, { bigint: true });
+    return { dev: st.dev, ino: st.ino };
   } catch {
     return undefined;
   }
-  return hostMounts().find((m) => m.type === 'fuse.lklfuse' && m.source === path)?.target;
+};
+const sameFile = (a: FileId | undefined, b: FileId) => !!a && a.dev === b.dev && a.ino === b.ino;
+
+/*
+ * The partition each lklfuse server serves, by mount point, from its
+ * command line (--partition N; none: the whole disk).  A mount whose
+ * server cannot be seen (another user's, with /proc's hidepid) is absent.
+ */
+function lklfusePartitions(): Map<string, number> {
+  const partitions = new Map<string, number>();
+  let pids: string[];
+  try {
+    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return partitions;
+  }
+  for (const pid of pids) {
+    let args: string[];
+    try {
+      args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+    } catch {
+      continue;
+    }
+    if (!args.length || basename(args[0]) !== 'lklfuse-server') continue;
+    const at = args.indexOf('--partition');
+    partitions.set(args[args.length - 1], at < 0 ? 0 : Number(args[at + 1]));
+  }
+  return partitions;
+}
+
+/**
+ * Where an lklfuse mount of the image is that serves `partition` or
+ * overlaps it (the whole disk, or the same partition; 0 is the whole
+ * disk), or undefined.  lklfuse names its mount by the image's real path.
+ */
+export function lklfuseMountOf(image: FileId, partition: number): string | undefined {
+  const mounts = hostMounts().filter((m) => m.type === 'fuse.lklfuse' && sameFile(fileId(m.source), image));
+  if (!mounts.length) return undefined;
+  const served = lklfusePartitions();
+  return mounts.find((m) => {
+    const theirs = served.get(m.target) ?? 0;
+    return !partition || !theirs || theirs === partition;
+  })?.target;
 }
 
 /* A host block device holding the image's bytes from `offset` on (`size` of them; Infinity: to the end). */
@@ -75,16 +123,17 @@ interface Backing {
   size: number;
 }
 
-/* The host's block devices for the file `image`: the loop devices backed by it, or the device it is. */
-function backingDevices(image: string): Backing[] {
-  const st = statSync(image, { throwIfNoEntry: false, bigint: true });
-  if (!st) return [];
-  if (st.isBlockDevice()) {
+/* The host's block devices for the image: the loop devices backed by it, or the device it is. */
+function backingDevices(image: FileId, rdev: bigint | undefined): Backing[] {
+  if (rdev !== undefined) {
     // glibc's major() and minor() of a dev_t.
-    const major = ((st.rdev >> 8n) & 0xfffn) | ((st.rdev >> 32n) & ~0xfffn);
-    const minor = (st.rdev & 0xffn) | ((st.rdev >> 12n) & ~0xffn);
-    const link = realpathSync(`/sys/dev/block/${major}:${minor}`);
-    return [{ name: basename(link), offset: 0, size: Infinity }];
+    const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+    const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+    try {
+      return [{ name: basename(realpathSync(`/sys/dev/block/${major}:${minor}`)), offset: 0, size: Infinity }];
+    } catch {
+      return [];
+    }
   }
   const found: Backing[] = [];
   let names: string[];
@@ -95,8 +144,7 @@ function backingDevices(image: string): Backing[] {
   }
   for (const name of names) {
     const backing = readSys(`/sys/block/${name}/loop/backing_file`);
-    const file = backing ? statSync(backing, { throwIfNoEntry: false, bigint: true }) : undefined;
-    if (!file || file.dev !== st.dev || file.ino !== st.ino) continue;
+    if (!backing || !sameFile(fileId(backing), image)) continue;
     const limit = Number(readSys(`/sys/block/${name}/loop/sizelimit`) ?? 0);
     found.push({ name, offset: Number(readSys(`/sys/block/${name}/loop/offset`) ?? 0), size: limit || Infinity });
   }
@@ -138,29 +186,43 @@ function stack(name: string, names = new Set<string>(), numbers = new Set<string
 }
 
 /**
- * Where the host kernel has mounted bytes `range` of `image` — through a
- * loop device backed by it (or a partition of one), through something
- * stacked on that, or as the block device it is — and through which
- * device; undefined if nowhere.
+ * Where the host has mounted bytes `range` of the image — through a loop
+ * device backed by it (or a partition of one), through something stacked
+ * on that, as the block device it is (`rdev`: the image is a block
+ * device), or the file itself (fuse2fs, by its absolute path) — and
+ * through what; undefined if nowhere.
  */
-export function hostKernelMountOf(image: string, range: ByteRange): { target: string; device: string } | undefined {
-  const overlapping = backingDevices(image)
+export function hostMountOf(image: FileId, rdev: bigint | undefined, range: ByteRange): { target: string; device: string } | undefined {
+  const mounts = hostMounts();
+  // Resolved once: a source that is a path, to its real path and identity.
+  const sources = new Map<string, { real: string; id?: FileId }>();
+  const source = (path: string) => {
+    let known = sources.get(path);
+    if (!known) {
+      let real = path;
+      try {
+        real = realpathSync(path);
+      } catch {
+        // not a path
+      }
+      known = { real, id: path.startsWith('/') ? fileId(path) : undefined };
+      sources.set(path, known);
+    }
+    return known;
+  };
+  const itself = mounts.find((m) => m.type !== 'fuse.lklfuse' && rdev === undefined && sameFile(source(m.source).id, image));
+  if (itself) return { target: itself.target, device: `${itself.type} of the file` };
+
+  const overlapping = backingDevices(image, rdev)
     .flatMap(withPartitions)
     .filter((d) => d.offset < range.start + range.size && range.start < d.offset + d.size);
-  if (!overlapping.length) return undefined;
-  const mounts = hostMounts();
   for (const d of overlapping) {
     const { names, numbers } = stack(d.name);
     const mount = mounts.find((m) => {
       if (numbers.has(m.device)) return true;
       // btrfs shows an anonymous number: its source names the device.
-      let source = m.source;
-      try {
-        source = realpathSync(m.source);
-      } catch {
-        // not a path
-      }
-      return source.startsWith('/dev/') && names.has(basename(source));
+      const real = source(m.source).real;
+      return real.startsWith('/dev/') && names.has(basename(real));
     });
     if (mount) return { target: mount.target, device: `/dev/${d.name}` };
   }

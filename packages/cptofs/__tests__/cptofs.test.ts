@@ -394,6 +394,46 @@ describe('many at once, interruptions, links and odd paths', () => {
     }
   });
 
+  test('two sources landing on one name: the second is refused, as cp does; never a mix of both', () => {
+    const x = join(work, 'land-x');
+    const y = join(work, 'land-y');
+    for (const [dir, text] of [[x, 'from x'], [y, 'from y']]) {
+      fs.mkdirSync(dir, { recursive: true });
+      fs.writeFileSync(join(dir, 'f'), text);
+    }
+    const image = freshImage('land.img', 64 << 20);
+    for (let round = 0; round < 2; round++) { // onto a new name, then onto one already there
+      const r = cli('cptofs', ['-i', image, join(x, 'f'), join(y, 'f'), '/']);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/cannot copy '.*land-y\/f' to '\/f': this copy has just written a file there, from another source/);
+    }
+    withLoop(image, (mnt) => expect(fs.readFileSync(join(mnt, 'f'), 'utf8')).toBe('from x'));
+
+    // On vfat, A and a are one name: copied at once, they must not interleave.
+    const cases = join(work, 'land-cases');
+    fs.mkdirSync(cases, { recursive: true });
+    fs.writeFileSync(join(cases, 'A'), Buffer.alloc(12 << 20, 0x41));
+    fs.writeFileSync(join(cases, 'a'), Buffer.alloc(12 << 20, 0x61));
+    const fat = join(work, 'land-fat.img');
+    fs.rmSync(fat, { force: true });
+    fs.writeFileSync(fat, '');
+    fs.truncateSync(fat, 128 << 20);
+    run('mkfs.vfat', ['-F', '32', fat]);
+    const r = cli('cptofs', ['-i', fat, cases, '/']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(/this copy has just written a file there, from another source/);
+    run('fsck.vfat', ['-n', fat]);
+    // This host has no vfat driver: read back with the kernel's own.
+    const back = join(work, 'land-back');
+    fs.rmSync(back, { recursive: true, force: true });
+    expect(cli('cpfromfs', ['-i', fat, '/land-cases', back]).status).toBe(0);
+    const names = fs.readdirSync(back);
+    expect(names).toHaveLength(1);
+    const data = fs.readFileSync(join(back, names[0]));
+    expect(data.length).toBe(12 << 20);
+    expect(data.every((b) => b === data[0])).toBe(true);
+  });
+
   test('cpfromfs never overwrites nor replaces the image it reads', () => {
     const image = freshImage('self.img', 64 << 20);
     const small = join(work, 'self-small');

@@ -9,6 +9,7 @@
 // files stay sparse.
 import * as hostfs from 'node:fs/promises';
 import { closeSync, constants as hostConstants, openSync, readFileSync } from 'node:fs';
+import { posix } from 'node:path';
 import { CONSTANTS as C, dataExtents, host, Kernel, KernelError, Reporter } from '@lkl-um/core';
 import type { FileHandle as KernelFileHandle } from '@lkl-um/core';
 import { Excluder } from '@lkl-um/core';
@@ -32,6 +33,7 @@ const S_IFMT = C.S_IFMT;
 const isDir = (m: number) => (m & S_IFMT) === C.S_IFDIR;
 const isReg = (m: number) => (m & S_IFMT) === C.S_IFREG;
 const isLnk = (m: number) => (m & S_IFMT) === C.S_IFLNK;
+const inode = (st: Status) => `${st.dev}:${st.ino}`;
 /* Opening a file that is there to write it anew; the kernel's flags are the host's (one ABI). */
 const OVERWRITE = C.O_WRONLY | C.O_TRUNC | C.O_NOFOLLOW;
 
@@ -273,6 +275,10 @@ export class TreeCopier {
   readonly #links = new Map<string, Promise<string | undefined>>();
   /* Destination files written in place by this copy (dev:ino): each only once. */
   readonly #overwritten = new Set<string>();
+  /* Entries this copy created (dev:ino): a later source is not copied over one, as with cp. */
+  readonly #created = new Set<string>();
+  /* Per destination directory, creations whose outcome is not known yet. */
+  readonly #creating = new Map<string, Set<Promise<void>>>();
   readonly #limit: Limit;
 
   constructor(
@@ -399,21 +405,41 @@ export class TreeCopier {
    * Creates dest, as cp does: a regular file there is overwritten in place
    * (its other names and its inode stay); anything else in the way, not a
    * directory, goes first.  A file that will not open for writing is
-   * replaced, as cp -f replaces it.
+   * replaced, as cp -f replaces it.  What this copy has itself created is
+   * never copied over: two sources landing on one name (x/f and y/f into
+   * one directory, or A and a on vfat) are an error, not a mix of both.
    */
   async #create(src: string, dest: string, st: Status): Promise<void> {
+    const dir = posix.dirname(dest);
+    const inDir = this.#creating.get(dir) ?? new Set<Promise<void>>();
+    this.#creating.set(dir, inDir);
+    let settle!: () => void;
+    const creating = new Promise<void>((resolve) => (settle = resolve));
+    inDir.add(creating); // before the create: whoever meets its file waits for it
+    const made = async () => {
+      this.#created.add(inode(await this.to.lstat(dest)));
+      settle();
+    };
     try {
-      return await this.#make(src, dest, st, false);
+      return await this.#make(src, dest, st, false, made);
     } catch (e) {
+      settle();
       if ((e as { code?: string }).code !== 'EEXIST') throw e;
+      // Whatever else was being created here is known now.
+      await Promise.all([...inDir].filter((other) => other !== creating));
       const there = this.#replaceable(dest, await this.to.lstat(dest));
       if (isDir(there.mode)) throw e;
+      // Met again through one name (two sources, or a case-insensitive
+      // filesystem), not through another name of a hard-linked file.
+      const again = this.#created.has(inode(there)) || (this.#overwritten.has(inode(there)) && there.nlink === 1);
+      if (again) {
+        throw Object.assign(new Error('this copy has just written a file there, from another source: not overwritten'), { code: 'EEXIST' });
+      }
       // A file that two sources land on (names of one inode there, not
       // here) is written in place once; the next name gets a file of its own.
-      const inode = `${there.dev}:${there.ino}`;
       let refused: unknown;
-      if (isReg(st.mode) && isReg(there.mode) && !this.#overwritten.has(inode)) {
-        this.#overwritten.add(inode); // at once, before another copy can look
+      if (isReg(st.mode) && isReg(there.mode) && !this.#overwritten.has(inode(there))) {
+        this.#overwritten.add(inode(there)); // at once, before another copy can look
         try {
           return await this.#make(src, dest, st, true);
         } catch (e) {
@@ -427,7 +453,11 @@ export class TreeCopier {
       } catch (e) {
         throw refused ?? e; // why it could not be written, rather than why not removed
       }
-      return this.#make(src, dest, st, false);
+      return this.#make(src, dest, st, false, made);
+    } finally {
+      settle();
+      inDir.delete(creating);
+      if (!inDir.size) this.#creating.delete(dir);
     }
   }
 
@@ -440,14 +470,16 @@ export class TreeCopier {
     return there;
   }
 
-  async #make(src: string, dest: string, st: Status, existing: boolean): Promise<void> {
+  /* Makes dest (or, `existing`, writes the file there); `made` is called once it exists. */
+  async #make(src: string, dest: string, st: Status, existing: boolean, made?: () => Promise<void>): Promise<void> {
     const type = st.mode & S_IFMT;
     const mode = this.options.preserve.mode ? st.mode & 0o7777 : isDir(st.mode) ? 0o755 : 0o644;
-    if (isReg(st.mode)) return this.#copyData(src, dest, st, mode, existing);
+    if (isReg(st.mode)) return this.#copyData(src, dest, st, mode, existing, made);
     if (isLnk(st.mode)) {
       const target = await this.from.readlink(src);
       try {
-        return await this.to.symlink(target, dest);
+        await this.to.symlink(target, dest);
+        return await made?.();
       } catch (e) {
         if (!unsupported(e)) throw e;
         this.report.warn('symlinks', `${this.to.name} cannot hold symbolic links: skipping them, like '${this.#show(src)}'`);
@@ -456,6 +488,7 @@ export class TreeCopier {
     }
     try {
       await this.to.mknod(dest, type | mode, st.rdev);
+      await made?.();
     } catch (e) {
       if (!unsupported(e)) throw e;
       this.report.warn('special files', `${this.to.name} cannot hold FIFOs, sockets or devices: skipping them, like '${this.#show(src)}'`);
@@ -463,17 +496,19 @@ export class TreeCopier {
     }
   }
 
-  async #copyData(src: string, dest: string, st: Status, mode: number, existing: boolean): Promise<void> {
+  async #copyData(src: string, dest: string, st: Status, mode: number, existing: boolean, made?: () => Promise<void>): Promise<void> {
     const sparse = st.blocks * 512 < st.size;
     if (st.size <= SMALL && !sparse) {
       const data = await this.from.readSmall(src);
       await this.to.writeSmall(dest, this.#createMode(st, mode), data, existing);
+      await made?.();
       this.progress.bytes += data.length;
       return;
     }
     const reader = await this.from.openRead(src);
     try {
       const writer = await this.to.create(dest, this.#createMode(st, mode), existing);
+      await made?.();
       try {
         // Only the data extents: holes stay holes.
         const extents = sparse ? await reader.extents(st.size) : [[0, st.size] as [number, number]];

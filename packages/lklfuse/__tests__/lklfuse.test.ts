@@ -569,11 +569,21 @@ describe('starting and stopping', () => {
       expect(one.status).toBe(0);
       const two = cptofs('2');
       expect(two.status).toBe(2);
-      expect(two.stderr).toMatch(new RegExp(`two-parts\\.img: mounted by lklfuse on ${mnt} \\(EBUSY\\)`));
+      expect(two.stderr).toMatch(new RegExp(`two-parts\\.img partition 2: mounted by lklfuse on ${mnt} \\(EBUSY\\)`));
+      // A second lklfuse on partition 1: the one named busy is the one that holds it.
+      const mnt1 = mountpoint('two-parts-1');
+      expect(cli(['-o', 'part=1', image, mnt1]).stderr).toBe('');
+      try {
+        expect(fs.readFileSync(join(mnt1, 'two-parts-file'), 'utf8')).toBe('into partition 1');
+        expect(cptofs('1').stderr).toMatch(new RegExp(`partition 1: mounted by lklfuse on ${mnt1} \\(EBUSY\\)`));
+      } finally {
+        run('fusermount3', ['-u', mnt1]);
+      }
     } finally {
       run('fusermount3', ['-u', mnt]);
       waitUnlocked(lock);
     }
+    for (let i = 0; i < 100 && spawnSync('pgrep', ['-f', `lklfuse-server.*two-parts`]).status === 0; i++) spawnSync('sleep', ['0.1']);
     const out = join(work, 'two-parts-out');
     fs.mkdirSync(out, { recursive: true });
     for (const [part, name, text] of [['1', 'two-parts-file', 'into partition 1'], ['2', 'f', 'into partition 2']]) {

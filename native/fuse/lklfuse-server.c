@@ -1598,6 +1598,87 @@ static void stop_console_relay(void)
 	show_console(true);
 }
 
+/* Whether the last of @on and @off among the comma-separated @opts is @on. */
+static bool last_word_is(const char *opts, const char *on, const char *off)
+{
+	bool found = false;
+	size_t n;
+
+	for (; opts && *opts; opts += n + (opts[n] == ',')) {
+		n = strcspn(opts, ",");
+		if (n == strlen(on) && !strncmp(opts, on, n))
+			found = true;
+		else if (n == strlen(off) && !strncmp(opts, off, n))
+			found = false;
+	}
+	return found;
+}
+
+/*
+ * The per-mount flags of our mount, from /proc/self/mountinfo: not from
+ * statvfs(), which would ask our own filesystem, not yet served.
+ */
+static unsigned long mount_flags_of(const char *mountpoint)
+{
+	static const struct {
+		const char *word;
+		unsigned long flag;
+	} words[] = {
+		{ "ro", MS_RDONLY }, { "noexec", MS_NOEXEC },
+		{ "nosuid", MS_NOSUID }, { "nodev", MS_NODEV },
+		{ "noatime", MS_NOATIME }, { "nodiratime", MS_NODIRATIME },
+		{ "relatime", MS_RELATIME }, { "sync", MS_SYNCHRONOUS },
+	};
+	char *line = NULL, mnt[PATH_MAX], opts[256];
+	unsigned long flags = 0;
+	size_t size = 0;
+	unsigned int i;
+	FILE *info = fopen("/proc/self/mountinfo", "re");
+
+	if (!info)
+		return 0;
+	while (getline(&line, &size, info) > 0) {
+		if (sscanf(line, "%*u %*u %*u:%*u %*s %4095s %255s", mnt,
+			   opts) != 2)
+			continue;
+		unescape_mount_field(mnt);
+		if (strcmp(mnt, mountpoint))
+			continue;
+		flags = 0;	/* the last one is ours */
+		for (i = 0; i < sizeof(words) / sizeof(words[0]); i++)
+			if (last_word_is(opts, words[i].word, ""))
+				flags |= words[i].flag;
+	}
+	free(line);
+	fclose(info);
+	return flags;
+}
+
+/*
+ * -o dev and -o suid, for root.  libfuse mounts through fusermount3 for
+ * auto_unmount, and fusermount3 mounts nodev,nosuid unless told otherwise,
+ * which libfuse does not pass on: the mount's own flags are changed after
+ * (a bind remount, keeping the others), as fuse2fs's direct mount has them.
+ */
+static void allow_dev_suid(void)
+{
+	bool dev = last_word_is(o.fuse_opts, "dev", "nodev");
+	bool suid = last_word_is(o.fuse_opts, "suid", "nosuid");
+	unsigned long flags;
+
+	if ((!dev && !suid) || geteuid() != 0 || !o.mountpoint_abs[0])
+		return;
+	flags = mount_flags_of(o.mountpoint_abs) | MS_REMOUNT | MS_BIND;
+	if (dev)
+		flags &= ~MS_NODEV;
+	if (suid)
+		flags &= ~MS_NOSUID;
+	if (mount(NULL, o.mountpoint_abs, NULL, flags, NULL) < 0)
+		fprintf(stderr, "lklfuse: %s: cannot allow%s%s: %s\n",
+			o.mountpoint, dev ? " dev" : "", suid ? " suid" : "",
+			strerror(errno));
+}
+
 /* @text into @out, with ',' and '\\' escaped as a libfuse option value needs. */
 static void escape_option(char *out, size_t size, const char *text)
 {
@@ -1695,6 +1776,7 @@ int main(int argc, char **argv)
 		o.mountpoint_abs[0] = '\0';
 	if (fuse.session_mount(se, o.mountpoint))
 		die("cannot mount on %s", o.mountpoint);
+	allow_dev_suid();
 
 	/* Ready: the lklfuse command may let go of us now. */
 	if (o.ready_fd >= 0) {

@@ -723,7 +723,7 @@ describe('starting and stopping', () => {
     const file = join(mnt, 'f');
     const lock = `${image}.lock`;
     const withOptions = (options: string, body: () => void) => {
-      expect(cli(['-o', `lock=${lock},${options}`, image, mnt]).stderr).toBe('');
+      expect(cli(['-o', `lock=${lock}${options ? `,${options}` : ''}`, image, mnt]).stderr).toBe('');
       try {
         body();
       } finally {
@@ -746,6 +746,10 @@ describe('starting and stopping', () => {
     // strictatime: a read sets it, though it is after the mtime.
     withOptions('strictatime', () => expect(fs.readFileSync(file, 'utf8')).toBe('data'));
     expect(readAtime()).not.toMatch(/2030/);
+    // As root, dev and suid are had as asked (fusermount3 alone would not), the rest kept.
+    const flagsOf = () => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!.split(' ')[3];
+    withOptions('dev,suid,noexec', () => expect(flagsOf()).toMatch(/^rw,noexec,relatime,/));
+    withOptions('', () => expect(flagsOf()).toMatch(/^rw,nosuid,nodev,relatime,/));
     filesystem('ext4').fsck!(image);
   });
 

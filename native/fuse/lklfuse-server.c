@@ -1318,31 +1318,58 @@ static void lock_bytes(int fd, short type, off_t start, off_t len)
 	}
 }
 
+/* Whether the image has a GPT: its header's signature in the second sector (of 512 or 4096 bytes). */
+static bool is_gpt(int fd)
+{
+	char signature[8];
+
+	return (pread(fd, signature, 8, 512) == 8 &&
+		!memcmp(signature, "EFI PART", 8)) ||
+	       (pread(fd, signature, 8, 4096) == 8 &&
+		!memcmp(signature, "EFI PART", 8));
+}
+
 /*
- * Once the kernel has read the partition table (held still by a shared
- * lock on it meanwhile): the bytes we serve, shared to read, exclusive to
- * write; the partition's only, so that other kernels may serve the others.
+ * Before the kernel reads the disk: all of it, at once (never an upgrade:
+ * two servers upgrading would wait for each other); or, for a partition,
+ * the partition table, shared, held still while the kernel reads it.
  */
-static void lock_image(int fd, const char *block)
+static void lock_before_reading(int fd)
 {
 	short type = o.readonly ? F_RDLCK : F_WRLCK;
-	off_t start = 0, len = 0, size;
+
+	if (o.partition)
+		lock_bytes(fd, F_RDLCK, 0, TABLE_HEAD);
+	else
+		lock_bytes(fd, type, 0, 0);
+}
+
+/*
+ * Once the kernel has read the partition table: the partition we serve,
+ * shared to read, exclusive to write, so that other kernels may serve the
+ * others; and GPT's backup table (on an MBR disk those sectors are the
+ * last partition's).
+ */
+static void lock_partition(int fd, const char *block)
+{
+	short type = o.readonly ? F_RDLCK : F_WRLCK;
+	off_t start, len, size;
 	char path[256];
 
+	if (!o.partition)
+		return;
 	snprintf(path, sizeof(path), "/sys/block/%s/size", block);
 	size = (off_t)read_kernel_number(path) * 512;
-	if (size > TABLE_HEAD + TABLE_TAIL)
+	if (is_gpt(fd) && size > TABLE_HEAD + TABLE_TAIL)
 		lock_bytes(fd, F_RDLCK, size - TABLE_TAIL, TABLE_TAIL);
-	if (o.partition) {
-		snprintf(path, sizeof(path), "/sys/block/%s/%s%d/start", block,
-			 block, o.partition);
-		start = (off_t)read_kernel_number(path) * 512;
-		snprintf(path, sizeof(path), "/sys/block/%s/%s%d/size", block,
-			 block, o.partition);
-		len = (off_t)read_kernel_number(path) * 512;
-		if (start < 0 || len <= 0)
-			die("%s: no partition %d", o.image, o.partition);
-	}
+	snprintf(path, sizeof(path), "/sys/block/%s/%s%d/start", block, block,
+		 o.partition);
+	start = (off_t)read_kernel_number(path) * 512;
+	snprintf(path, sizeof(path), "/sys/block/%s/%s%d/size", block, block,
+		 o.partition);
+	len = (off_t)read_kernel_number(path) * 512;
+	if (start < 0 || len <= 0)
+		die("%s: no partition %d", o.image, o.partition);
 	lock_bytes(fd, type, start, len);
 }
 
@@ -1366,7 +1393,7 @@ static void mount_image(void)
 	disk.fd = open(o.image, o.readonly ? O_RDONLY : O_RDWR);
 	if (disk.fd < 0)
 		die("%s: %s", o.image, strerror(errno));
-	lock_bytes(disk.fd, F_RDLCK, 0, TABLE_HEAD);
+	lock_before_reading(disk.fd);
 	id = lkl_um_add_disk(k, &disk);
 	if (id < 0)
 		die("%s: %s", o.image, lkl_um_last_error());
@@ -1380,7 +1407,7 @@ static void mount_image(void)
 	if (first_entry(path, "vd", block, sizeof(block)) < 0)
 		die("%s: the kernel made no block device for it", o.image);
 	/* It has only read the partition table yet: locked before any more. */
-	lock_image(disk.fd, block);
+	lock_partition(disk.fd, block);
 	close(disk.fd);	/* the kernel process has its own, and the lock */
 	/*
 	 * Read ahead further than the host reads ahead on our mount: each
@@ -1666,9 +1693,17 @@ static void allow_dev_suid(void)
 	bool suid = last_word_is(o.fuse_opts, "suid", "nosuid");
 	unsigned long flags;
 
-	if ((!dev && !suid) || geteuid() != 0 || !o.mountpoint_abs[0])
+	if ((!dev && !suid) || !o.mountpoint_abs[0])
 		return;
-	flags = mount_flags_of(o.mountpoint_abs) | MS_REMOUNT | MS_BIND;
+	if (geteuid() != 0) {
+		fprintf(stderr, "lklfuse: %s: dev and suid need root: mounted "
+			"nodev,nosuid\n", o.mountpoint);
+		return;
+	}
+	flags = mount_flags_of(o.mountpoint_abs);
+	if (!flags)
+		return;	/* not found: a remount would lose its flags */
+	flags |= MS_REMOUNT | MS_BIND;
 	if (dev)
 		flags &= ~MS_NODEV;
 	if (suid)

@@ -1,7 +1,7 @@
 // Disks: image files plugged into the kernel as virtio-blk devices, their
 // partitions as the kernel's own partition scan sees them, and mounting
 // them, with 'auto' finding the filesystem.
-import { closeSync, fstatSync, constants as hostConstants, openSync, statSync } from 'node:fs';
+import { closeSync, fstatSync, constants as hostConstants, openSync, readSync, statSync } from 'node:fs';
 import { errnoMessage, KernelError } from './errors';
 import { host } from './host';
 import { FileId, hostMountOf, lklfuseMountOf } from './host-mounts';
@@ -153,6 +153,18 @@ const IMAGE_LOCK_TIMEOUT_MS = 15000;
 const TABLE_HEAD = 34 * 512;
 const TABLE_TAIL = 33 * 512;
 
+/* Whether the image has a GPT: its header's signature in the second sector (of 512 or 4096 bytes). */
+function isGpt(fd: number): boolean {
+  const signature = Buffer.alloc(8);
+  return [512, 4096].some((at) => {
+    try {
+      return readSync(fd, signature, 0, 8, at) === 8 && signature.toString('latin1') === 'EFI PART';
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** What a lock is for: the image's bytes, shared (to read) or exclusive, and whose. */
 interface LockRequest {
   fd: number;
@@ -163,7 +175,7 @@ interface LockRequest {
   /** The image, as named, and as a file. */
   name: string;
   file: FileId;
-  /** The partition the bytes are; 0 the whole disk or its partition table. */
+  /** The partition the kernel will use, 0 the whole disk: an lklfuse mount of it, or of the whole disk, holds it. */
   partition: number;
 }
 
@@ -234,11 +246,13 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
     const st = fstatSync(opened.fd, { bigint: true });
     const file = { dev: st.dev, ino: st.ino };
     const timeout = options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS;
-    const lock = (shared: boolean, start: number, length: number, partition = 0) =>
+    const partition = options.partition ?? 0;
+    const lock = (shared: boolean, start: number, length: number) =>
       lockImage({ fd: opened.fd, shared, start, length, name: opened.name, file, partition }, timeout);
-    // The partition table stays as the kernel reads it: a writer of the
-    // whole disk waits for us, and we for it.
-    await lock(true, 0, TABLE_HEAD);
+    // The whole disk is locked at once, before the kernel reads it (never
+    // an upgrade: two kernels upgrading would wait for each other). For one
+    // partition, the partition table is held still meanwhile, and after.
+    await lock(partition ? true : readOnly, 0, partition ? TABLE_HEAD : 0);
     const id = await kernel.call(CALL_ADD_DISK, kernel.sendFd(opened.fd), readOnly ? DISK_READONLY : 0);
     if (id < 0) {
       const e = new KernelError(-id, 'addDisk', opened.name);
@@ -247,16 +261,18 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
     }
     const name = await blockName(kernel, id);
     const size = Number(await readSys(kernel, `/sys/block/${name}/size`)) * 512;
-    const disk = new Disk(kernel, id, name, size, readOnly, await partitionsOf(kernel, name), opened.name, options.partition ?? 0, {
+    const disk = new Disk(kernel, id, name, size, readOnly, await partitionsOf(kernel, name), opened.name, partition, {
       ...file,
       rdev: st.isBlockDevice() ? st.rdev : undefined,
     });
-    // The kernel has only read the partition table: locked before any more.
-    const part = options.partition ? disk.partitions.find((p) => p.number === options.partition) : undefined;
+    if (!partition) return disk;
     try {
-      if (options.partition && !part) disk.device(options.partition); // throws: no such partition
-      if (size > TABLE_HEAD + TABLE_TAIL) await lock(true, size - TABLE_TAIL, TABLE_TAIL);
-      await (part ? lock(readOnly, part.start, part.size, part.number) : lock(readOnly, 0, 0));
+      // The kernel has only read the partition table: the partition is locked before any more.
+      const part = disk.partitions.find((p) => p.number === partition);
+      if (!part) disk.device(partition); // throws: no such partition
+      // GPT's backup table (on an MBR disk those sectors are the last partition's).
+      if (isGpt(opened.fd) && size > TABLE_HEAD + TABLE_TAIL) await lock(true, size - TABLE_TAIL, TABLE_TAIL);
+      await lock(readOnly, part!.start, part!.size);
     } catch (e) {
       await disk.remove().catch(() => undefined);
       throw e;

@@ -1,7 +1,7 @@
 // cptofs and cpfromfs, run as the commands they are, on real images: a tree
 // of every kind of entry goes in, is checked through a host loop mount
 // entry by entry (stat and xattrs), comes back out, and is checked again.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
@@ -409,6 +409,25 @@ describe('many at once, interruptions, links and odd paths', () => {
     }
     withLoop(image, (mnt) => expect(fs.readFileSync(join(mnt, 'f'), 'utf8')).toBe('from x'));
 
+    // Two names of one file, landing on one name: it is that file, nothing lost.
+    const z = join(work, 'land-z');
+    fs.mkdirSync(z, { recursive: true });
+    fs.rmSync(join(z, 'g'), { force: true });
+    fs.linkSync(join(x, 'f'), join(z, 'g'));
+    fs.rmSync(join(z, 'f'), { force: true });
+    fs.linkSync(join(x, 'f'), join(z, 'f'));
+    const intoDir = cli('cptofs', ['-i', image, join(x, 'f'), join(z, 'f'), '/']);
+    expect(intoDir.stderr).toBe('');
+    expect(intoDir.status).toBe(0);
+    withLoop(image, (mnt) => expect(fs.readFileSync(join(mnt, 'f'), 'utf8')).toBe('from x'));
+    // Out, over a file of the user's: kept, as the first source's copy.
+    const out = join(work, 'land-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    fs.mkdirSync(out);
+    fs.writeFileSync(join(out, 'f'), 'old');
+    expect(cli('cpfromfs', ['-i', image, '/f', '/f', out]).stderr).toMatch(/just written a file there/);
+    expect(fs.readFileSync(join(out, 'f'), 'utf8')).toBe('from x');
+
     // On vfat, A and a are one name: copied at once, they must not interleave.
     const cases = join(work, 'land-cases');
     fs.mkdirSync(cases, { recursive: true });
@@ -432,6 +451,21 @@ describe('many at once, interruptions, links and odd paths', () => {
     const data = fs.readFileSync(join(back, names[0]));
     expect(data.length).toBe(12 << 20);
     expect(data.every((b) => b === data[0])).toBe(true);
+  });
+
+  test('two writers of one image at once: the second waits for the first, both succeed', async () => {
+    const image = freshImage('two-writers.img', 64 << 20);
+    const file = join(work, 'two-writers-file');
+    fs.writeFileSync(file, Buffer.alloc(4 << 20, 1));
+    const copy = (dest: string) =>
+      new Promise<{ status: number | null; stderr: string }>((done) => {
+        const child = spawn(process.execPath, [bin('cptofs'), '-i', image, file, dest], { stdio: ['ignore', 'ignore', 'pipe'] });
+        let stderr = '';
+        child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+        child.once('exit', (status) => done({ status, stderr }));
+      });
+    for (const r of await Promise.all([copy('/a'), copy('/b')])) expect(r).toEqual({ status: 0, stderr: '' });
+    run('e2fsck', ['-fn', image]);
   });
 
   test('cpfromfs never overwrites nor replaces the image it reads', () => {

@@ -34,6 +34,9 @@ const isDir = (m: number) => (m & S_IFMT) === C.S_IFDIR;
 const isReg = (m: number) => (m & S_IFMT) === C.S_IFREG;
 const isLnk = (m: number) => (m & S_IFMT) === C.S_IFLNK;
 const inode = (st: Status) => `${st.dev}:${st.ino}`;
+/* As GNU cp's "will not overwrite just-created". */
+const justWritten = () =>
+  Object.assign(new Error('this copy has just written a file there, from another source: not overwritten'), { code: 'EEXIST' });
 /* Opening a file that is there to write it anew; the kernel's flags are the host's (one ABI). */
 const OVERWRITE = C.O_WRONLY | C.O_TRUNC | C.O_NOFOLLOW;
 
@@ -365,8 +368,13 @@ export class TreeCopier {
         if (target !== undefined) {
           try {
             await this.to.link(target, dest).catch(async (e: NodeJS.ErrnoException) => {
+              if (e.code !== 'EEXIST') throw e;
+              const there = this.#replaceable(dest, await this.to.lstat(dest));
+              if (isDir(there.mode)) throw e;
+              // Already this file (both sources land on one name, as links of one inode).
+              if (inode(there) === inode(await this.to.lstat(target))) return;
+              if (this.#created.has(inode(there))) throw justWritten();
               // Over an earlier copy, as a file is: replace what is there.
-              if (e.code !== 'EEXIST' || isDir(this.#replaceable(dest, await this.to.lstat(dest)).mode)) throw e;
               await this.to.unlink(dest);
               await this.to.link(target, dest);
             });
@@ -432,9 +440,7 @@ export class TreeCopier {
       // Met again through one name (two sources, or a case-insensitive
       // filesystem), not through another name of a hard-linked file.
       const again = this.#created.has(inode(there)) || (this.#overwritten.has(inode(there)) && there.nlink === 1);
-      if (again) {
-        throw Object.assign(new Error('this copy has just written a file there, from another source: not overwritten'), { code: 'EEXIST' });
-      }
+      if (again) throw justWritten();
       // A file that two sources land on (names of one inode there, not
       // here) is written in place once; the next name gets a file of its own.
       let refused: unknown;

@@ -164,7 +164,10 @@ function whenReady(server: ChildProcess, exited: Promise<number>): Promise<void>
   };
   stderr.on('data', collect);
   return new Promise<void>((ready, failed) => {
-    server.stdio[3]!.once('data', () => ready());
+    server.stdio[3]!.once('data', () => {
+      process.stderr.write(said); // warnings, said before it was ready
+      ready();
+    });
     void exited.then((status) => {
       const lines = said.trim().split('\n').filter(Boolean);
       const why = lines.map((l) => l.replace(/^lklfuse: /, '')).join('; ');

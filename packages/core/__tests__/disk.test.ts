@@ -346,16 +346,18 @@ describe('one image, several kernels', () => {
     const k2 = await Kernel.boot();
     const mnt = tempDir('lkl-um-host-mnt-');
     try {
-      for (const [how, hostMount] of [
-        ['a loop device', ['mount', ['-o', 'loop', image, mnt]]],
-        ['fuse2fs', ['fuse2fs', [image, mnt, '-o', 'rw']]],
+      for (const [how, hostMount, said] of [
+        ['a loop device', ['mount', ['-o', 'loop', image, mnt]], `mounted by the host on ${mnt} \\(`],
+        ['fuse2fs', ['fuse2fs', [image, mnt, '-o', 'rw']], `mounted by the host on ${mnt} \\(`],
+        // By a relative path, as fuse2fs keeps it: its server has the file open.
+        ['fuse2fs, relative', ['fuse2fs', ['host-has-it.img', mnt, '-o', 'rw']], 'served by fuse2fs \\(pid \\d+\\), a FUSE filesystem with it open for writing'],
       ] as const) {
-        run(hostMount[0], [...hostMount[1]]);
+        execFileSync(hostMount[0], [...hostMount[1]], { cwd: work });
         try {
           const fd = openSync(image, 'r+');
           const disk = await k2.addDisk(fd);
           closeSync(fd);
-          await expect(k2.mount(disk)).rejects.toThrow(new RegExp(`fd \\d+: mounted by the host on ${mnt} \\(`));
+          await expect(k2.mount(disk)).rejects.toThrow(new RegExp(`fd \\d+: ${said}`));
           // To read is left alone.
           await k2.umount(await k2.mount(disk, { readOnly: true }));
           await disk.remove();

@@ -4,7 +4,7 @@
 import { closeSync, fstatSync, constants as hostConstants, openSync, readSync, statSync } from 'node:fs';
 import { errnoMessage, KernelError } from './errors';
 import { host } from './host';
-import { FileId, hostMountOf, lklfuseMountOf } from './host-mounts';
+import { FileId, fuseServerWriting, hostMountOf, lklfuseMountOf } from './host-mounts';
 import { CONSTANTS as C, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
 
@@ -427,10 +427,16 @@ function refuseHostMounted(disk: Disk, partition: number, named: string): void {
   if (!disk.file) return;
   const part = disk.partitions.find((p) => p.number === partition);
   const mounted = hostMountOf(disk.file, disk.file.rdev, part ? { start: part.start, size: part.size } : { start: 0, size: disk.size });
-  if (!mounted) return;
   const e = new KernelError(EBUSY, 'mount', disk.image);
-  e.message = `${named}: mounted by the host on ${mounted.target} (${mounted.device}; EBUSY): unmount it there first, or mount it read-only`;
-  throw e;
+  if (mounted) {
+    e.message = `${named}: mounted by the host on ${mounted.target} (${mounted.device}; EBUSY): unmount it there first, or mount it read-only`;
+    throw e;
+  }
+  const server = fuseServerWriting(disk.file);
+  if (server) {
+    e.message = `${named}: served by ${server.name} (pid ${server.pid}), a FUSE filesystem with it open for writing (EBUSY): unmount it first, or mount it read-only`;
+    throw e;
+  }
 }
 
 export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = {}): Promise<string> {

@@ -8,7 +8,7 @@
 // same file), block devices by number (a device node of another name is
 // the same device), and a mount of part of the image (a partition, a loop
 // device with an offset) only where it overlaps the part we would write.
-import { readdirSync, readFileSync, realpathSync, statSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { basename } from 'node:path';
 
 interface MountEntry {
@@ -74,6 +74,15 @@ const fileId = (path: string): FileId | undefined => {
 };
 const sameFile = (a: FileId | undefined, b: FileId) => !!a && a.dev === b.dev && a.ino === b.ino;
 
+/* The host's processes, by id. */
+function processIds(): string[] {
+  try {
+    return readdirSync('/proc').filter((p) => /^\d+$/.test(p));
+  } catch {
+    return [];
+  }
+}
+
 /*
  * The partition each lklfuse server serves, by mount point, from its
  * command line (--partition N; none: the whole disk).  A mount whose
@@ -81,13 +90,7 @@ const sameFile = (a: FileId | undefined, b: FileId) => !!a && a.dev === b.dev &&
  */
 function lklfusePartitions(): Map<string, number> {
   const partitions = new Map<string, number>();
-  let pids: string[];
-  try {
-    pids = readdirSync('/proc').filter((p) => /^\d+$/.test(p));
-  } catch {
-    return partitions;
-  }
-  for (const pid of pids) {
+  for (const pid of processIds()) {
     let args: string[];
     try {
       args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
@@ -225,6 +228,37 @@ export function hostMountOf(image: FileId, rdev: bigint | undefined, range: Byte
       return real.startsWith('/dev/') && names.has(basename(real));
     });
     if (mount) return { target: mount.target, device: `/dev/${d.name}` };
+  }
+  return undefined;
+}
+
+/**
+ * A FUSE server (a process with /dev/fuse open) that has the image open
+ * for writing: fuse2fs mounted by a relative path, which its mount keeps as
+ * typed while the server has gone to /.  As far as /proc lets us see: all
+ * processes as root, one's own otherwise.
+ */
+export function fuseServerWriting(image: FileId): { pid: number; name: string } | undefined {
+  for (const pid of processIds()) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue; // gone, or not ours to see
+    }
+    const target = (fd: string) => {
+      try {
+        return readlinkSync(`/proc/${pid}/fd/${fd}`);
+      } catch {
+        return '';
+      }
+    };
+    if (!fds.some((fd) => target(fd) === '/dev/fuse')) continue;
+    for (const fd of fds) {
+      if (!sameFile(fileId(`/proc/${pid}/fd/${fd}`), image)) continue;
+      const flags = /^flags:\s+([0-7]+)/m.exec(readSys(`/proc/${pid}/fdinfo/${fd}`) ?? '');
+      if (flags && (parseInt(flags[1], 8) & 3) !== 0) return { pid: Number(pid), name: readSys(`/proc/${pid}/comm`) ?? '?' };
+    }
   }
   return undefined;
 }

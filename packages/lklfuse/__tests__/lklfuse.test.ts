@@ -620,6 +620,23 @@ describe('starting and stopping', () => {
     });
   });
 
+  test('a mount point given through a symlink: mounted on the directory it names', () => {
+    const image = freshImage('ext4', 'via-symlink');
+    const dir = mountpoint('via-symlink');
+    const link = join(work, 'via-symlink-link');
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(dir, link);
+    const r = cli([image, link]);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(0);
+    try {
+      expect(mounted(dir)).toBe(true);
+      expect(fs.readdirSync(link)).toContain('lost+found');
+    } finally {
+      run('fusermount3', ['-u', dir]);
+    }
+  });
+
   test('an image path with a comma and a backslash: the mount is named by it exactly', () => {
     const dir = join(work, 'odd,dir\\x');
     fs.mkdirSync(dir, { recursive: true });

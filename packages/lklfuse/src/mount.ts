@@ -135,7 +135,8 @@ function serverArgs(o: MountOptions, type: string, lockFd: number | undefined): 
     ...(o.fuseOptions ?? []),
   ];
   if (fuse.length) args.push('--fuse-opts', fuse.join(','));
-  args.push(resolve(o.mountpoint));
+  // As libfuse's own option parser resolves it: fusermount3 refuses a symlink.
+  args.push(realpathSync(o.mountpoint));
   return args;
 }
 
@@ -234,13 +235,14 @@ export async function mount(o: MountOptions): Promise<FuseMount> {
       child.stderr!.destroy();
       child.unref();
     }
+    const mountpoint = realpathSync(o.mountpoint);
     return {
-      mountpoint: resolve(o.mountpoint),
+      mountpoint,
       type,
       pid: child.pid!,
       exited,
       async unmount() {
-        await unmount(resolve(o.mountpoint));
+        await unmount(mountpoint);
         return exited;
       },
     };

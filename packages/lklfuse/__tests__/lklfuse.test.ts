@@ -731,6 +731,23 @@ describe('starting and stopping', () => {
     expect(mounted(mnt)).toBe(false);
   });
 
+  test('mount(8) mounts it as an fstab line would, through mount.fuse3, with fstab\'s words', () => {
+    const image = freshImage('ext4', 'by-mount');
+    const mnt = mountpoint('by-mount');
+    // PROGRAM#SOURCE: mount.fuse3 runs the program by its path (mount(8) clears PATH).
+    run('mount', ['-t', 'fuse', `${join(__dirname, '../../../bin/lklfuse')}#${image}`, mnt, '-o', 'noatime,nofail,_netdev,x-systemd.automount,errors=remount-ro']);
+    try {
+      const line = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!;
+      expect(line.split(' ').slice(0, 3)).toEqual([image, mnt, 'fuse.lklfuse']);
+      fs.writeFileSync(join(mnt, 'f'), 'by mount(8)');
+    } finally {
+      run('umount', [mnt]);
+    }
+    for (let i = 0; i < 100 && spawnSync('pgrep', ['-f', 'lklfuse-server.*by-mount']).status === 0; i++) spawnSync('sleep', ['0.1']);
+    filesystem('ext4').fsck!(image);
+    withLoop(image, (dir) => expect(fs.readFileSync(join(dir, 'f'), 'utf8')).toBe('by mount(8)'));
+  });
+
   test('-o words are sorted as mount(8) sorts them, the later of two flags winning', () => {
     const o = parseMountOptions(['sync,nosuid,fsname=x,user,user=me,noauto,x-systemd.automount,comment=c', 'async,nosymfollow,errors=remount-ro,defaults']);
     expect(o.fuseOptions).toEqual(['sync', 'nosuid', 'fsname=x', 'user=me', 'async']);

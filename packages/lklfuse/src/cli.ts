@@ -43,7 +43,12 @@ Mount options (-o):
                        at close or fsync, not at each write)
   nosuid, nodev, noexec, sync, dirsync, fsname=, ...
                        FUSE's options and the host mount's flags, to FUSE
+                       (dev and suid: for root only)
   defaults, noauto, user, nofail, _netdev, x-*: fstab's, ignored
+
+In the foreground, the kernel's errors about the image (a bad checksum, an
+aborted journal) are shown on stderr. Two partitions of one image may be
+mounted at once, each by its own lklfuse.
 
 Unmount with fusermount3 -u MOUNTPOINT (or umount as root): everything is
 synced and the image left clean. If lklfuse is killed, its kernel still syncs
@@ -54,6 +59,8 @@ Examples:
   lklfuse -o ro,part=2 disk.img /mnt/root          partition 2, read-only
   lklfuse -o uid=$(id -u),gid=$(id -g) fat.img m   files shown as yours
   lklfuse -f -o type=xfs,lock=/tmp/x.lock x.img m  foreground, locked
+  in /etc/fstab, mounted by mount(8) through mount.fuse3:
+    /srv/disk.img  /mnt/disk  fuse.lklfuse  noatime,nofail,allow_other  0 0
 
 Exit status: 0 mounted (with -f: unmounted cleanly), 2 usage or fatal error.`,
     )

@@ -202,7 +202,7 @@ function main() {
     row('sequential read, 1 GiB', 'read', 'MB/s');
     row('  the same, image in host cache', 'readCached', 'MB/s');
     console.log(
-      `${'  cold, mounted by an ordinary user'.padEnd(36)} lklfuse ${`${l.readUser.toFixed(0)} MB/s`.padStart(13)}  ` +
+      `${'  cold, as an ordinary user'.padEnd(34)} lklfuse ${`${l.readUser.toFixed(0)} MB/s`.padStart(13)}  ` +
         `fuse2fs ${`${f.readUser.toFixed(0)} MB/s`.padStart(13)}   lklfuse/fuse2fs ${(l.readUser / f.readUser).toFixed(2)}x`,
     );
     console.log(

@@ -16,7 +16,11 @@
  * of the image): the disk takes them straight from the kernel's pages, and
  * the host neither copies them nor takes fresh pages for its cache, which
  * on a virtual machine costs more than the copy.  The host invalidates what
- * it had cached of the range, so buffered reads stay coherent.
+ * it had cached of the range, so buffered reads stay coherent.  Large reads
+ * of what the host has not cached go around it too, for the same reasons;
+ * the host writes back what it holds dirty of the range first.  What it has
+ * cached is read from its cache (cachestat(2) tells; without it, Linux
+ * before 6.5, every read is buffered).
  */
 
 #define _GNU_SOURCE
@@ -43,7 +47,7 @@
 #define WORKERS 4
 #define MAX_DISKS 64
 #define SEG_MAX (LKLUM_VQ_SIZE - 2)
-#define DIRECT_MIN (128u << 10)	/* smaller writes: the host's cache is better */
+#define DIRECT_MIN (128u << 10)	/* less: the host's cache is better */
 #define HOST_PAGE 4096u
 
 struct request {
@@ -179,18 +183,44 @@ static int direct_aligned(const struct blk *b, const struct iovec *iov,
 	return 1;
 }
 
+/* cachestat(2), Linux 6.5: the headers of older hosts do not have it. */
+#define SYS_CACHESTAT 451
+
+struct cachestat_range {
+	uint64_t off, len;
+};
+
+struct cachestat {
+	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted,
+		nr_recently_evicted;
+};
+
+/* Whether the host's cache holds all of @bytes at @offset of the image. */
+static int all_cached(const struct blk *b, off_t offset, size_t bytes)
+{
+	struct cachestat_range range = { offset, bytes };
+	struct cachestat st;
+
+	if (syscall(SYS_CACHESTAT, b->fd, &range, &st, 0))
+		return 1;	/* no cachestat: read through the cache */
+	return st.nr_cache * HOST_PAGE >= bytes;
+}
+
 /*
- * Writes what it can of a large @iov with O_DIRECT; moves @iov and *@offset
- * past what was written and returns the segments left, for the buffered
- * write to finish (whatever O_DIRECT refused).
+ * Reads or writes what it can of a large @iov with O_DIRECT; moves @iov
+ * and *@offset past what was done and returns the segments left, for the
+ * buffered read or write to finish (whatever O_DIRECT refused).
  */
-static int write_direct(struct blk *b, struct iovec **iov, int n,
-			off_t *offset)
+static int transfer_direct(struct blk *b, int writing, struct iovec **iov,
+			   int n, off_t *offset)
 {
 	while (n > 0 && b->direct_fd >= 0 &&
 	       iov_bytes(*iov, n) >= DIRECT_MIN &&
-	       direct_aligned(b, *iov, n, *offset)) {
-		ssize_t done = pwritev(b->direct_fd, *iov, n, *offset);
+	       direct_aligned(b, *iov, n, *offset) &&
+	       (writing || !all_cached(b, *offset, iov_bytes(*iov, n)))) {
+		ssize_t done = writing ?
+			pwritev(b->direct_fd, *iov, n, *offset) :
+			preadv(b->direct_fd, *iov, n, *offset);
 
 		if (done < 0 && errno == EINTR)
 			continue;
@@ -208,8 +238,7 @@ static int transfer(struct blk *b, int writing, struct iovec *iov, int n,
 {
 	int fd = b->fd;
 
-	if (writing)
-		n = write_direct(b, &iov, n, &offset);
+	n = transfer_direct(b, writing, &iov, n, &offset);
 	while (n > 0) {
 		ssize_t done = writing ? pwritev(fd, iov, n, offset) :
 					 preadv(fd, iov, n, offset);
@@ -410,7 +439,7 @@ static int image_size(int fd, uint64_t *size)
 }
 
 /*
- * A second open of a writable regular image with O_DIRECT, for large
+ * A second open of a regular image with O_DIRECT, for large reads and
  * writes; none where the host's filesystem does not do O_DIRECT.
  */
 static void open_direct(struct blk *b)
@@ -419,8 +448,7 @@ static void open_direct(struct blk *b)
 	char path[32];
 
 	b->direct_fd = -1;
-	if (b->readonly ||
-	    statx(b->fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_DIOALIGN, &stx) ||
+	if (statx(b->fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_DIOALIGN, &stx) ||
 	    !S_ISREG(stx.stx_mode))
 		return;
 	/*
@@ -438,7 +466,8 @@ static void open_direct(struct blk *b)
 			b->direct_align = stx.stx_dio_mem_align;
 	}
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", b->fd);
-	b->direct_fd = open(path, O_WRONLY | O_DIRECT | O_CLOEXEC);
+	b->direct_fd = open(path, (b->readonly ? O_RDONLY : O_RDWR) |
+				  O_DIRECT | O_CLOEXEC);
 }
 
 static void stop_workers(struct blk *b)

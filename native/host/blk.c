@@ -40,6 +40,8 @@
 #include <linux/virtio_ids.h>
 #include <linux/virtio_ring.h>
 
+#include <lkl_um/cachestat.h>
+
 #include "blk.h"
 #include "virtio.h"
 
@@ -183,25 +185,12 @@ static int direct_aligned(const struct blk *b, const struct iovec *iov,
 	return 1;
 }
 
-/* cachestat(2), Linux 6.5: the headers of older hosts do not have it. */
-#define SYS_CACHESTAT 451
-
-struct cachestat_range {
-	uint64_t off, len;
-};
-
-struct cachestat {
-	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted,
-		nr_recently_evicted;
-};
-
 /* Whether the host's cache holds all of @bytes at @offset of the image. */
 static int all_cached(const struct blk *b, off_t offset, size_t bytes)
 {
-	struct cachestat_range range = { offset, bytes };
-	struct cachestat st;
+	struct lkl_um_cachestat st;
 
-	if (syscall(SYS_CACHESTAT, b->fd, &range, &st, 0))
+	if (lkl_um_cachestat(b->fd, offset, bytes, &st))
 		return 1;	/* no cachestat: read through the cache */
 	return st.nr_cache * HOST_PAGE >= bytes;
 }

@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include <lkl_um.h>
+#include <lkl_um/cachestat.h>
 
 #include "fuse-loader.h"
 #include "serve.h"
@@ -57,6 +58,7 @@
 
 static struct fuse_api fuse;
 static struct lkl_um *k;
+static unsigned int disk_read;	/* reads that go to the disk, or 0 */
 
 static struct {
 	const char *image, *type, *opts, *mountpoint, *fuse_opts;
@@ -1330,6 +1332,31 @@ static bool is_gpt(int fd)
 }
 
 /*
+ * Whether the kernel process's disk reads what the host has not cached
+ * around the host's cache, as native/host/blk.c does for a regular image
+ * on a filesystem with O_DIRECT, where the host has cachestat(2).  Our
+ * direct reads then each go to the disk, and are best handed over at once;
+ * otherwise the host's read-ahead serves them, and reads of one image at
+ * more offsets at once defeat it.
+ */
+static bool disk_reads_around_host_cache(int fd)
+{
+	struct lkl_um_cachestat cached;
+	struct stat st;
+	char path[32];
+	int direct;
+
+	if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
+	    lkl_um_cachestat(fd, 0, 4096, &cached))
+		return false;
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	direct = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+	if (direct < 0)
+		return false;
+	close(direct);
+	return true;
+}
+/*
  * Before the kernel reads the disk: all of it, at once (never an upgrade:
  * two servers upgrading would wait for each other); or, for a partition,
  * the partition table, shared, held still while the kernel reads it.
@@ -1408,6 +1435,8 @@ static void mount_image(void)
 		die("%s: the kernel made no block device for it", o.image);
 	/* It has only read the partition table yet: locked before any more. */
 	lock_partition(disk.fd, block);
+	if (disk_reads_around_host_cache(disk.fd))
+		disk_read = DIRECT_READ_MIN;
 	close(disk.fd);	/* the kernel process has its own, and the lock */
 	/*
 	 * Read ahead further than the host reads ahead on our mount: each
@@ -1822,7 +1851,8 @@ int main(int argc, char **argv)
 	if (o.daemon)
 		let_go_of_terminal();
 
-	ret = fuse_serve(&fuse, se, o.single_thread ? 1 : SERVE_THREADS);
+	ret = fuse_serve(&fuse, se, o.single_thread ? 1 : SERVE_THREADS,
+			 disk_read);
 	if (ret)
 		fprintf(stderr, "lklfuse: serving %s: %s\n", o.mountpoint,
 			strerror(-ret));

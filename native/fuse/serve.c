@@ -12,9 +12,10 @@
  *
  * Another thread becomes the listener while the first serves a request
  * that waits for the disk, so that it holds up nothing else: always for an
- * fsync, and for a large read or write when more requests are waiting
- * behind it (the readahead of a sequential reader is then served in
- * parallel).  Handing over
+ * fsync and for a read the server says goes to the disk, and for another
+ * large read or write when more requests are waiting behind it.
+ * The readahead of a sequential reader is then served in parallel, which
+ * keeps several of its reads in flight on the disk.  Handing over
  * on every request instead, as libfuse does, halves the speed of small
  * requests on two CPUs, and a thread polling the device while the one
  * request there is served takes a CPU that the kernel needs.
@@ -45,6 +46,7 @@ struct server {
 	const struct fuse_api *api;
 	struct fuse_session *se;
 	int fuse_fd;
+	uint32_t disk_read;		/* reads that go to the disk, or 0 */
 	int stop_fd;			/* readable once we are stopping */
 	pthread_mutex_t lock;
 	pthread_cond_t idle;		/* threads waiting to listen */
@@ -105,21 +107,25 @@ static int listen_device(struct server *s, struct fuse_buf *buf)
 enum wait {
 	WAITS_NOT,		/* the kernel's caches serve it */
 	WAITS_MAYBE,		/* a large read or write: the disk, perhaps */
-	WAITS_SURELY,		/* a flush to the disk, or a long copy */
+	WAITS_SURELY,		/* a flush or a read from the disk, a long copy */
 };
 
-static enum wait may_wait(const struct fuse_buf *buf)
+static enum wait may_wait(const struct server *s, const struct fuse_buf *buf)
 {
 	const struct fuse_in_header *in = buf->mem;
 	const void *arg = in + 1;
+	uint32_t size;
 
 	if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(*in))
 		return WAITS_MAYBE;	/* not ours to look into */
 	switch (in->opcode) {
 	case FUSE_READ:
-		return buf->size >= sizeof(*in) + sizeof(struct fuse_read_in) &&
-		       ((const struct fuse_read_in *)arg)->size >= LARGE_IO ?
-			       WAITS_MAYBE : WAITS_NOT;
+		if (buf->size < sizeof(*in) + sizeof(struct fuse_read_in))
+			return WAITS_NOT;
+		size = ((const struct fuse_read_in *)arg)->size;
+		if (s->disk_read && size >= s->disk_read)
+			return WAITS_SURELY;
+		return size >= LARGE_IO ? WAITS_MAYBE : WAITS_NOT;
 	case FUSE_WRITE:
 		return buf->size >= sizeof(*in) + sizeof(struct fuse_write_in) &&
 		       ((const struct fuse_write_in *)arg)->size >= LARGE_IO ?
@@ -187,11 +193,12 @@ static void *serve_requests(void *arg)
 			break;
 		/*
 		 * Another thread listens while this one waits: at once for a
-		 * flush (whatever comes next would wait for all of it), and
+		 * flush (whatever comes next would wait for all of it) or a
+		 * read from the disk (the reads queued after it are too), and
 		 * for a large read or write when requests are queued behind
 		 * it (alone, its wait is short, and waking a thread is not).
 		 */
-		wait = may_wait(&buf);
+		wait = may_wait(s, &buf);
 		if (wait == WAITS_SURELY ||
 		    (wait == WAITS_MAYBE && more_waiting(s))) {
 			hand_over(s);
@@ -221,9 +228,9 @@ static unsigned int start_threads(struct server *s, pthread_t *threads,
 }
 
 int fuse_serve(const struct fuse_api *api, struct fuse_session *se,
-	       unsigned int threads)
+	       unsigned int threads, unsigned int disk_read)
 {
-	struct server s = { .api = api, .se = se };
+	struct server s = { .api = api, .se = se, .disk_read = disk_read };
 	pthread_t ids[MAX_THREADS];
 	unsigned int started, i;
 	int flags;

@@ -13,10 +13,12 @@
  * @api: libfuse, as fuse_api_load() found it
  * @se: a mounted session
  * @threads: how many requests may be served at once
+ * @disk_read: reads of this many bytes or more always wait for the disk:
+ *	their thread hands over listening at once; 0 if none surely do
  *
  * Return: 0 when unmounted or stopped by a signal, else a negative errno.
  */
 int fuse_serve(const struct fuse_api *api, struct fuse_session *se,
-	       unsigned int threads);
+	       unsigned int threads, unsigned int disk_read);
 
 #endif

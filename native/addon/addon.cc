@@ -43,6 +43,7 @@
 #include <string>
 
 #include <lkl_um.h>
+#include <lkl_um/cachestat.h>
 
 namespace {
 
@@ -550,6 +551,12 @@ Napi::Value HostLockRange(const Napi::CallbackInfo& info) {
   throw HostError(env, "fcntl", std::to_string(fd));
 }
 
+// hostCacheKnown(fd) -> whether cachestat(2) tells what the host has cached
+// of fd's file: where it does, a disk reads what it has not around it
+Napi::Value HostCacheKnown(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), lkl_um_host_cache_known(info[0].As<Napi::Number>().Int32Value()));
+}
+
 Napi::Value Start(const Napi::CallbackInfo& info) {
   auto* worker = new StartWorker(info.Env(), info[0].As<Napi::Object>());
   worker->Queue();
@@ -568,6 +575,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("hostSeek", Napi::Function::New(env, HostSeek));
   exports.Set("hostFlock", Napi::Function::New(env, HostFlock));
   exports.Set("hostLockRange", Napi::Function::New(env, HostLockRange));
+  exports.Set("hostCacheKnown", Napi::Function::New(env, HostCacheKnown));
   exports.Set("Kernel", kernel_class->Value());
   // When Node exits, every kernel still open sees its client go and halts
   // by itself: sync, unmount, power off.

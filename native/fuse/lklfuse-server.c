@@ -1334,20 +1334,22 @@ static bool is_gpt(int fd)
 /*
  * Whether the kernel process's disk reads what the host has not cached
  * around the host's cache, as native/host/blk.c does for a regular image
- * on a filesystem with O_DIRECT, where the host has cachestat(2).  Our
- * direct reads then each go to the disk, and are best handed over at once;
- * otherwise the host's read-ahead serves them, and reads of one image at
- * more offsets at once defeat it.
+ * on a filesystem with O_DIRECT, where cachestat(2) tells what the host
+ * has cached.  Our direct reads then each cross to the image and mostly
+ * wait for the disk, and are best handed over at once; otherwise the
+ * host's read-ahead serves them, and reads of one image at more offsets
+ * at once defeat it.
  */
 static bool disk_reads_around_host_cache(int fd)
 {
-	struct lkl_um_cachestat cached;
-	struct stat st;
+	struct statx stx;
 	char path[32];
 	int direct;
 
-	if (fstat(fd, &st) || !S_ISREG(st.st_mode) ||
-	    lkl_um_cachestat(fd, 0, 4096, &cached))
+	if (statx(fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_DIOALIGN, &stx) ||
+	    !S_ISREG(stx.stx_mode) ||
+	    (stx.stx_mask & STATX_DIOALIGN && !stx.stx_dio_offset_align) ||
+	    !lkl_um_host_cache_known(fd))
 		return false;
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
 	direct = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
@@ -1356,6 +1358,7 @@ static bool disk_reads_around_host_cache(int fd)
 	close(direct);
 	return true;
 }
+
 /*
  * Before the kernel reads the disk: all of it, at once (never an upgrade:
  * two servers upgrading would wait for each other); or, for a partition,

@@ -46,7 +46,7 @@ struct server {
 	const struct fuse_api *api;
 	struct fuse_session *se;
 	int fuse_fd;
-	uint32_t disk_read;		/* reads that go to the disk, or 0 */
+	uint32_t disk_read;		/* aligned reads that cross to the image */
 	int stop_fd;			/* readable once we are stopping */
 	pthread_mutex_t lock;
 	pthread_cond_t idle;		/* threads waiting to listen */
@@ -113,8 +113,8 @@ enum wait {
 static enum wait may_wait(const struct server *s, const struct fuse_buf *buf)
 {
 	const struct fuse_in_header *in = buf->mem;
+	const struct fuse_read_in *read = (const void *)(in + 1);
 	const void *arg = in + 1;
-	uint32_t size;
 
 	if (buf->flags & FUSE_BUF_IS_FD || buf->size < sizeof(*in))
 		return WAITS_MAYBE;	/* not ours to look into */
@@ -122,10 +122,10 @@ static enum wait may_wait(const struct server *s, const struct fuse_buf *buf)
 	case FUSE_READ:
 		if (buf->size < sizeof(*in) + sizeof(struct fuse_read_in))
 			return WAITS_NOT;
-		size = ((const struct fuse_read_in *)arg)->size;
-		if (s->disk_read && size >= s->disk_read)
+		if (s->disk_read && read->size >= s->disk_read &&
+		    !((read->size | read->offset) % 4096))
 			return WAITS_SURELY;
-		return size >= LARGE_IO ? WAITS_MAYBE : WAITS_NOT;
+		return read->size >= LARGE_IO ? WAITS_MAYBE : WAITS_NOT;
 	case FUSE_WRITE:
 		return buf->size >= sizeof(*in) + sizeof(struct fuse_write_in) &&
 		       ((const struct fuse_write_in *)arg)->size >= LARGE_IO ?

@@ -13,8 +13,9 @@
  * @api: libfuse, as fuse_api_load() found it
  * @se: a mounted session
  * @threads: how many requests may be served at once
- * @disk_read: reads of this many bytes or more always wait for the disk:
- *	their thread hands over listening at once; 0 if none surely do
+ * @disk_read: aligned reads of this many bytes or more cross to the image
+ *	on the host, and mostly wait for its disk: their thread hands over
+ *	listening at once; 0 if none do
  *
  * Return: 0 when unmounted or stopped by a signal, else a negative errno.
  */

@@ -17,10 +17,11 @@
  * the host neither copies them nor takes fresh pages for its cache, which
  * on a virtual machine costs more than the copy.  The host invalidates what
  * it had cached of the range, so buffered reads stay coherent.  Large reads
- * of what the host has not cached go around it too, for the same reasons;
- * the host writes back what it holds dirty of the range first.  What it has
- * cached is read from its cache (cachestat(2) tells; without it, Linux
- * before 6.5, every read is buffered).
+ * go around it too, for the same reasons, unless the host has all of the
+ * range cached; the host writes back what it holds dirty of the range
+ * first.  Only where cachestat(2) tells what the host has cached (not
+ * before Linux 6.5, nor through overlayfs, nor for an image the user may
+ * neither write nor owns): elsewhere every read is buffered.
  */
 
 #define _GNU_SOURCE
@@ -50,7 +51,6 @@
 #define MAX_DISKS 64
 #define SEG_MAX (LKLUM_VQ_SIZE - 2)
 #define DIRECT_MIN (128u << 10)	/* less: the host's cache is better */
-#define HOST_PAGE 4096u
 
 struct request {
 	struct lklum_chain chain;
@@ -62,6 +62,7 @@ struct blk {
 	int fd;
 	int direct_fd;			/* the image with O_DIRECT, or -1 */
 	unsigned int direct_align;	/* what O_DIRECT needs of offsets */
+	int direct_reads;		/* what the host has not cached: too */
 	int readonly;
 	uint64_t sectors;
 	struct virtio_blk_config config;
@@ -188,11 +189,19 @@ static int direct_aligned(const struct blk *b, const struct iovec *iov,
 /* Whether the host's cache holds all of @bytes at @offset of the image. */
 static int all_cached(const struct blk *b, off_t offset, size_t bytes)
 {
+	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
 	struct lkl_um_cachestat st;
 
 	if (lkl_um_cachestat(b->fd, offset, bytes, &st))
-		return 1;	/* no cachestat: read through the cache */
-	return st.nr_cache * HOST_PAGE >= bytes;
+		return 1;	/* cannot tell now: read through the cache */
+	return st.nr_cache >= (offset + bytes + page - 1) / page - offset / page;
+}
+
+/* Whether a read of @bytes at @offset goes around the host's cache. */
+static int read_direct(struct blk *b, off_t offset, size_t bytes)
+{
+	return __atomic_load_n(&b->direct_reads, __ATOMIC_RELAXED) &&
+	       !all_cached(b, offset, bytes);
 }
 
 /*
@@ -206,13 +215,16 @@ static int transfer_direct(struct blk *b, int writing, struct iovec **iov,
 	while (n > 0 && b->direct_fd >= 0 &&
 	       iov_bytes(*iov, n) >= DIRECT_MIN &&
 	       direct_aligned(b, *iov, n, *offset) &&
-	       (writing || !all_cached(b, *offset, iov_bytes(*iov, n)))) {
+	       (writing || read_direct(b, *offset, iov_bytes(*iov, n)))) {
 		ssize_t done = writing ?
 			pwritev(b->direct_fd, *iov, n, *offset) :
 			preadv(b->direct_fd, *iov, n, *offset);
 
 		if (done < 0 && errno == EINTR)
 			continue;
+		/* Refused: this filesystem reads no file so; no more tries. */
+		if (done < 0 && errno == EINVAL && !writing)
+			__atomic_store_n(&b->direct_reads, 0, __ATOMIC_RELAXED);
 		if (done <= 0)
 			break;
 		n = iov_advance(iov, n, done);
@@ -437,18 +449,25 @@ static void open_direct(struct blk *b)
 	char path[32];
 
 	b->direct_fd = -1;
+	b->direct_reads = 0;
 	if (statx(b->fd, "", AT_EMPTY_PATH, STATX_TYPE | STATX_DIOALIGN, &stx) ||
 	    !S_ISREG(stx.stx_mode))
+		return;
+	/* Reads go around the host's cache only where it tells what it has. */
+	b->direct_reads = lkl_um_host_cache_known(b->fd);
+	if (b->readonly && !b->direct_reads)
 		return;
 	/*
 	 * Whole pages only: a buffered write to the rest of a page that a
 	 * direct write covered in part would keep a stale copy of it in the
 	 * host's cache, written back over the direct write later.
 	 */
-	b->direct_align = HOST_PAGE;
+	b->direct_align = (unsigned int)sysconf(_SC_PAGESIZE);
 	if (stx.stx_mask & STATX_DIOALIGN) {
-		if (!stx.stx_dio_offset_align)
+		if (!stx.stx_dio_offset_align) {
+			b->direct_reads = 0;
 			return;	/* the filesystem has no O_DIRECT */
+		}
 		if (stx.stx_dio_offset_align > b->direct_align)
 			b->direct_align = stx.stx_dio_offset_align;
 		if (stx.stx_dio_mem_align > b->direct_align)
@@ -457,6 +476,8 @@ static void open_direct(struct blk *b)
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", b->fd);
 	b->direct_fd = open(path, (b->readonly ? O_RDONLY : O_RDWR) |
 				  O_DIRECT | O_CLOEXEC);
+	if (b->direct_fd < 0)
+		b->direct_reads = 0;
 }
 
 static void stop_workers(struct blk *b)

@@ -49,6 +49,7 @@ export interface NativeAddon {
   hostSeek(fd: number, offset: number, whence: number): number;
   hostFlock(fd: number, operation: number): boolean;
   hostLockRange(fd: number, exclusive: boolean, start: number, length: number): boolean;
+  hostCacheKnown(fd: number): boolean;
 }
 
 interface Located {

@@ -38,6 +38,7 @@
 #include <sys/statfs.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <lkl_um.h>
@@ -1301,7 +1302,8 @@ static long read_kernel_number(const char *path)
  * it lasts as long as the kernel.  Waits a while for a kernel still
  * syncing after an unmount.
  */
-static void lock_bytes(int fd, short type, off_t start, off_t len)
+static void lock_range(int fd, const char *name, short type, off_t start,
+		       off_t len)
 {
 	struct flock lock = {
 		.l_type = type,
@@ -1315,9 +1317,88 @@ static void lock_bytes(int fd, short type, off_t start, off_t len)
 		if ((errno != EAGAIN && errno != EACCES) || !tries--)
 			die("%s: in use by another lkl-um kernel (an lklfuse "
 			    "mount, or one still syncing after its unmount)",
-			    o.image);
+			    name);
 		usleep(50000);
 	}
+}
+
+/*
+ * The file of the image when it is a loop device: a kernel using the file
+ * and one using the device write the same bytes, so both lock them in the
+ * file, as @lkl-um/core does.  We hold it open for as long as we serve.
+ */
+static struct {
+	int fd;
+	off_t offset, size;	/* the device's bytes in it; size 0: to the end */
+	char name[PATH_MAX + 64];
+} loop_file = { .fd = -1 };
+
+/* The first line of the host's file @path (sysfs), into @buf. */
+static bool read_host_line(const char *path, char *buf, size_t size)
+{
+	FILE *f = fopen(path, "re");
+	bool ok = f && fgets(buf, (int)size, f);
+
+	if (f)
+		fclose(f);
+	if (ok)
+		buf[strcspn(buf, "\n")] = '\0';
+	return ok;
+}
+
+static off_t read_host_number(const char *path)
+{
+	char line[32];
+
+	return read_host_line(path, line, sizeof(line)) ? strtoll(line, NULL, 10) :
+							   0;
+}
+
+/* Opens the file of loop device (or partition of one) @fd, if it is one. */
+static void open_loop_file(int fd)
+{
+	char dir[PATH_MAX], path[PATH_MAX + 32], file[PATH_MAX];
+	off_t start = 0, size = 0, limit;
+	struct stat st;
+
+	if (fstat(fd, &st) || !S_ISBLK(st.st_mode))
+		return;
+	snprintf(path, sizeof(path), "/sys/dev/block/%u:%u",
+		 major(st.st_rdev), minor(st.st_rdev));
+	if (!realpath(path, dir))
+		return;
+	snprintf(path, sizeof(path), "%s/partition", dir);
+	if (!access(path, F_OK)) {
+		snprintf(path, sizeof(path), "%s/start", dir);
+		start = read_host_number(path) * 512;
+		snprintf(path, sizeof(path), "%s/size", dir);
+		size = read_host_number(path) * 512;
+		*strrchr(dir, '/') = '\0';	/* the loop device itself */
+	}
+	snprintf(path, sizeof(path), "%s/loop/backing_file", dir);
+	if (!read_host_line(path, file, sizeof(file)))
+		return;	/* not a loop device */
+	snprintf(path, sizeof(path), "%s/loop/sizelimit", dir);
+	limit = read_host_number(path);
+	snprintf(path, sizeof(path), "%s/loop/offset", dir);
+	loop_file.offset = read_host_number(path) + start;
+	loop_file.size = size ? size : limit;
+	/* One we may not open goes unlocked, as in @lkl-um/core. */
+	loop_file.fd = open(file, (o.readonly ? O_RDONLY : O_RDWR) | O_CLOEXEC);
+	snprintf(loop_file.name, sizeof(loop_file.name),
+		 "%s (a loop device of %s)", o.image, file);
+}
+
+/* Locks bytes of the image, and of its file if it is a loop device. */
+static void lock_bytes(int fd, short type, off_t start, off_t len)
+{
+	lock_range(fd, o.image, type, start, len);
+	if (loop_file.fd < 0)
+		return;
+	if (!len && loop_file.size)
+		len = loop_file.size - start;	/* to the device's end */
+	lock_range(loop_file.fd, loop_file.name, type, loop_file.offset + start,
+		   len);
 }
 
 /* Whether the image has a GPT: its header's signature in the second sector (of 512 or 4096 bytes). */
@@ -1423,6 +1504,7 @@ static void mount_image(void)
 	disk.fd = open(o.image, o.readonly ? O_RDONLY : O_RDWR);
 	if (disk.fd < 0)
 		die("%s: %s", o.image, strerror(errno));
+	open_loop_file(disk.fd);
 	lock_before_reading(disk.fd);
 	id = lkl_um_add_disk(k, &disk);
 	if (id < 0)

@@ -194,6 +194,29 @@ describe('partitioned images', () => {
   });
 });
 
+describe('a loop device and its file', () => {
+  test('are locked as one image: a kernel writing either keeps others off both', async () => {
+    const image = join(work, 'looped.img');
+    FILESYSTEMS[0].make(image);
+    const loop = run('losetup', ['-f', '--show', image]).trim();
+    const other = await Kernel.boot({ memory: '64M' });
+    try {
+      const onLoop = await k.addDisk(loop);
+      await expect(other.addDisk(image, { lockTimeoutMs: 200 })).rejects.toThrow(`${image}: in use by another lkl-um kernel`);
+      await onLoop.remove();
+      const onFile = await other.addDisk(image);
+      await expect(k.addDisk(loop, { lockTimeoutMs: 200 })).rejects.toThrow(`${loop} (a loop device of ${image}): in use`);
+      await onFile.remove();
+      // Readers share them.
+      const reading = await Promise.all([k.addDisk(loop, { readOnly: true }), other.addDisk(image, { readOnly: true })]);
+      for (const disk of reading) await disk.remove();
+    } finally {
+      await other.shutdown();
+      run('losetup', ['-d', loop]);
+    }
+  });
+});
+
 function hostDoesDirectIo(dir: string): boolean {
   const probe = join(dir, 'direct-io-probe');
   try {

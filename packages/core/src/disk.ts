@@ -4,7 +4,7 @@
 import { closeSync, fstatSync, constants as hostConstants, openSync, readSync, statSync } from 'node:fs';
 import { errnoMessage, KernelError } from './errors';
 import { host } from './host';
-import { FileId, fuseServerWriting, hostMountOf, lklfuseMountOf } from './host-mounts';
+import { FileId, fuseServerWriting, hostMountOf, lklfuseMountOf, loopFileOf } from './host-mounts';
 import { CONSTANTS as C, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
 
@@ -60,6 +60,9 @@ export interface MountOptions {
   target?: string;
 }
 
+/* The loop devices' files that added disks hold open, for their locks. */
+const loopFiles = new WeakMap<Disk, number>();
+
 /** A disk image plugged into the kernel. */
 export class Disk {
   #removed = false;
@@ -112,6 +115,9 @@ export class Disk {
     const ret = await this.kernel.call(CALL_REMOVE_DISK, this.id);
     if (ret < 0) throw new KernelError(-ret, 'remove', this.image);
     this.#removed = true;
+    const loopFile = loopFiles.get(this);
+    if (loopFile !== undefined) closeSync(loopFile);
+    loopFiles.delete(this);
   }
 }
 
@@ -205,6 +211,34 @@ async function lockImage(lock: LockRequest, timeoutMs: number): Promise<void> {
   }
 }
 
+/** A loop device's file, open to lock the bytes the device holds there too. */
+interface LoopFile {
+  fd: number;
+  path: string;
+  file: FileId;
+  offset: number;
+  /** Infinity: to the end of the file. */
+  size: number;
+}
+
+/*
+ * The file of the loop device `rdev`, if it is one: a kernel using the
+ * file and one using the device write the same bytes, so both lock them
+ * in the file.  This process holds it, until the disk is removed (the
+ * kernel process never reads it).  One we may not open goes unlocked.
+ */
+function openLoopFile(rdev: bigint, readOnly: boolean): LoopFile | undefined {
+  const loop = loopFileOf(rdev);
+  if (!loop) return undefined;
+  try {
+    const fd = openSync(loop.path, readOnly ? 'r' : 'r+');
+    const st = fstatSync(fd, { bigint: true });
+    return { ...loop, fd, file: { dev: st.dev, ino: st.ino } };
+  } catch {
+    return undefined;
+  }
+}
+
 async function readSys(kernel: Kernel, path: string): Promise<string> {
   return (await kernel.fs.readFile(path, 'utf8')).trim();
 }
@@ -242,13 +276,21 @@ async function partitionsOf(kernel: Kernel, name: string): Promise<Partition[]> 
 export async function addDisk(kernel: Kernel, image: string | number, options: AddDiskOptions = {}): Promise<Disk> {
   const readOnly = !!options.readOnly;
   const opened = openImage(image, readOnly);
+  let loopFile: LoopFile | undefined;
   try {
     const st = fstatSync(opened.fd, { bigint: true });
     const file = { dev: st.dev, ino: st.ino };
     const timeout = options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS;
     const partition = options.partition ?? 0;
-    const lock = (shared: boolean, start: number, length: number) =>
-      lockImage({ fd: opened.fd, shared, start, length, name: opened.name, file, partition }, timeout);
+    loopFile = st.isBlockDevice() ? openLoopFile(st.rdev, readOnly) : undefined;
+    const lock = async (shared: boolean, start: number, length: number) => {
+      await lockImage({ fd: opened.fd, shared, start, length, name: opened.name, file, partition }, timeout);
+      if (!loopFile) return;
+      const { fd, offset, size, path } = loopFile;
+      const rest = Number.isFinite(size) ? size - start : 0; // 0: to the end
+      const name = `${opened.name} (a loop device of ${path})`;
+      await lockImage({ fd, shared, start: offset + start, length: length || rest, name, file: loopFile.file, partition: 0 }, timeout);
+    };
     // The whole disk is locked at once, before the kernel reads it (never
     // an upgrade: two kernels upgrading would wait for each other). For one
     // partition, the partition table is held still meanwhile, and after.
@@ -265,19 +307,24 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
       ...file,
       rdev: st.isBlockDevice() ? st.rdev : undefined,
     });
-    if (!partition) return disk;
-    try {
-      // The kernel has only read the partition table: the partition is locked before any more.
-      const part = disk.partitions.find((p) => p.number === partition);
-      if (!part) disk.device(partition); // throws: no such partition
-      // GPT's backup table (on an MBR disk those sectors are the last partition's).
-      if (isGpt(opened.fd) && size > TABLE_HEAD + TABLE_TAIL) await lock(true, size - TABLE_TAIL, TABLE_TAIL);
-      await lock(readOnly, part!.start, part!.size);
-    } catch (e) {
-      await disk.remove().catch(() => undefined);
-      throw e;
+    if (partition) {
+      try {
+        // The kernel has only read the partition table: the partition is locked before any more.
+        const part = disk.partitions.find((p) => p.number === partition);
+        if (!part) disk.device(partition); // throws: no such partition
+        // GPT's backup table (on an MBR disk those sectors are the last partition's).
+        if (isGpt(opened.fd) && size > TABLE_HEAD + TABLE_TAIL) await lock(true, size - TABLE_TAIL, TABLE_TAIL);
+        await lock(readOnly, part!.start, part!.size);
+      } catch (e) {
+        await disk.remove().catch(() => undefined);
+        throw e;
+      }
     }
+    if (loopFile) loopFiles.set(disk, loopFile.fd); // closed by remove()
     return disk;
+  } catch (e) {
+    if (loopFile) closeSync(loopFile.fd);
+    throw e;
   } finally {
     // The kernel process has its own copy of the open file, and of its lock.
     if (opened.close) closeSync(opened.fd);

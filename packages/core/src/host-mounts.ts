@@ -9,7 +9,7 @@
 // the same device), and a mount of part of the image (a partition, a loop
 // device with an offset) only where it overlaps the part we would write.
 import { readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
-import { basename } from 'node:path';
+import { basename, dirname } from 'node:path';
 
 interface MountEntry {
   device: string; // major:minor
@@ -104,13 +104,26 @@ function lklfusePartitions(): Map<string, number> {
   return partitions;
 }
 
+/* Whether `source` is the image, or a loop device of it. */
+function isImageOrLoop(source: string, image: FileId): boolean {
+  if (sameFile(fileId(source), image)) return true;
+  try {
+    const st = statSync(source, { bigint: true });
+    const loop = st.isBlockDevice() ? loopFileOf(st.rdev) : undefined;
+    return !!loop && sameFile(fileId(loop.path), image);
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Where an lklfuse mount of the image is that serves `partition` or
- * overlaps it (the whole disk, or the same partition; 0 is the whole
- * disk), or undefined.  lklfuse names its mount by the image's real path.
+ * Where an lklfuse mount of the image (or of a loop device of it) is that
+ * serves `partition` or overlaps it (the whole disk, or the same
+ * partition; 0 is the whole disk), or undefined.  lklfuse names its mount
+ * by the image's real path.
  */
 export function lklfuseMountOf(image: FileId, partition: number): string | undefined {
-  const mounts = hostMounts().filter((m) => m.type === 'fuse.lklfuse' && sameFile(fileId(m.source), image));
+  const mounts = hostMounts().filter((m) => m.type === 'fuse.lklfuse' && isImageOrLoop(m.source, image));
   if (!mounts.length) return undefined;
   const served = lklfusePartitions();
   return mounts.find((m) => {
@@ -126,17 +139,46 @@ interface Backing {
   size: number;
 }
 
+/* The host's name for block device number `rdev` ('loop0p1'), if it has one. */
+function deviceName(rdev: bigint): string | undefined {
+  // glibc's major() and minor() of a dev_t.
+  const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+  const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+  try {
+    return basename(realpathSync(`/sys/dev/block/${major}:${minor}`));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The file a loop device reads (`rdev`: the device, or a partition of
+ * one), and which of its bytes the device holds; undefined for any other
+ * device, or a loop device whose file is gone.
+ */
+export function loopFileOf(rdev: bigint): { path: string; offset: number; size: number } | undefined {
+  const name = deviceName(rdev);
+  if (!name) return undefined;
+  let loop = name;
+  let start = 0;
+  let size = Infinity;
+  if (readSys(`/sys/class/block/${name}/partition`) !== undefined) {
+    loop = basename(dirname(realpathSync(`/sys/class/block/${name}`)));
+    start = Number(readSys(`/sys/class/block/${name}/start`) ?? 0) * 512;
+    size = Number(readSys(`/sys/class/block/${name}/size`) ?? 0) * 512;
+  }
+  const path = readSys(`/sys/block/${loop}/loop/backing_file`);
+  if (!path || !fileId(path)) return undefined;
+  const limit = Number(readSys(`/sys/block/${loop}/loop/sizelimit`) ?? 0);
+  if (size === Infinity && limit) size = limit;
+  return { path, offset: Number(readSys(`/sys/block/${loop}/loop/offset`) ?? 0) + start, size };
+}
+
 /* The host's block devices for the image: the loop devices backed by it, or the device it is. */
 function backingDevices(image: FileId, rdev: bigint | undefined): Backing[] {
   if (rdev !== undefined) {
-    // glibc's major() and minor() of a dev_t.
-    const major = ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
-    const minor = (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
-    try {
-      return [{ name: basename(realpathSync(`/sys/dev/block/${major}:${minor}`)), offset: 0, size: Infinity }];
-    } catch {
-      return [];
-    }
+    const name = deviceName(rdev);
+    return name ? [{ name, offset: 0, size: Infinity }] : [];
   }
   const found: Backing[] = [];
   let names: string[];

@@ -604,6 +604,37 @@ describe('starting and stopping', () => {
     }
   });
 
+  test('a loop device of a mounted image is refused, named with the mount; and the other way round', () => {
+    const image = freshImage('ext4', 'looped');
+    const mnt = mountpoint('looped');
+    const loop = run('losetup', ['-f', '--show', image]).trim();
+    const lock = `${image}.lock`;
+    try {
+      expect(cli(['-o', `lock=${lock}`, image, mnt]).stderr).toBe('');
+      try {
+        const cptofs = spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', loop, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 10000 });
+        expect(cptofs.status).toBe(2);
+        expect(cptofs.stderr).toContain(`${loop} (a loop device of ${image}): mounted by lklfuse on ${mnt} (EBUSY)`);
+      } finally {
+        run('fusermount3', ['-u', mnt]);
+        waitUnlocked(lock);
+      }
+      // lklfuse on the device: the file is locked too, while it serves.
+      expect(cli(['-o', `lock=${lock}`, loop, mnt]).stderr).toBe('');
+      try {
+        const cptofs = spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 10000 });
+        expect(cptofs.status).toBe(2);
+        expect(cptofs.stderr).toContain(`${image}: mounted by lklfuse on ${mnt} (EBUSY)`);
+      } finally {
+        run('fusermount3', ['-u', mnt]);
+        waitUnlocked(lock);
+      }
+    } finally {
+      run('losetup', ['-d', loop]);
+    }
+    run('e2fsck', ['-fn', image]);
+  });
+
   test('an image the host has mounted (a loop device) is refused for writing, named with its mount', () => {
     const image = freshImage('ext4', 'host-mounted');
     const mnt = mountpoint('host-mounted');

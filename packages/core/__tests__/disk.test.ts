@@ -21,6 +21,7 @@ import {
 import { join } from 'node:path';
 import { CONSTANTS as C, host, Kernel, STRUCTS } from '../src';
 import {
+  filesystem,
   FILESYSTEMS,
   Filesystem,
   isRoot,
@@ -194,6 +195,32 @@ describe('partitioned images', () => {
   });
 });
 
+describe('O_DIRECT at the end of a file', () => {
+  // btrfs faults the rest of the buffer in and tries again after a short
+  // direct read; the kernel's tasks have no mm, and that was a panic.
+  test.each(['ext4', 'btrfs', 'xfs', 'f2fs'])('%s: a read past the end returns what is there', async (type) => {
+    const image = join(work, `odirect-end-${type}.img`);
+    filesystem(type).make(image);
+    const disk = await k.addDisk(image);
+    const target = await k.mount(disk);
+    const data = RANDOM.subarray(0, (1 << 20) + 123);
+    await k.fs.writeFile(`${target}/f`, data);
+    // Read from the disk, not from the page cache.
+    await k.umount(target);
+    await k.mount(disk);
+    await withDirectFile(`${target}/f`, C.O_RDONLY, 1 << 20, async (fd, buffer) => {
+      expect(await k.sys.pread64(fd, buffer.address, 1 << 20, 0)).toBe(1 << 20);
+      expect(buffer.bytes.equals(data.subarray(0, 1 << 20))).toBe(true);
+      expect(await k.sys.pread64(fd, buffer.address, 1 << 20, 1 << 20)).toBe(123);
+      expect(buffer.bytes.subarray(0, 123).equals(data.subarray(1 << 20))).toBe(true);
+    });
+    await k.umount(target);
+    await disk.remove();
+    filesystem(type).fsck!(image);
+    rmSync(image);
+  });
+});
+
 describe('a loop device and its file', () => {
   test('are locked as one image: a kernel writing either keeps others off both', async () => {
     const image = join(work, 'looped.img');
@@ -226,6 +253,28 @@ function hostDoesDirectIo(dir: string): boolean {
     return false;
   } finally {
     rmSync(probe, { force: true });
+  }
+}
+
+/* Opens `path` in the kernel with O_DIRECT and `flags`, with a buffer of `size` in the window for `use`. */
+async function withDirectFile(
+  path: string,
+  flags: number,
+  size: number,
+  use: (fd: number, buffer: ReturnType<Kernel['alloc']>) => Promise<void>,
+): Promise<void> {
+  const name = k.alloc(256);
+  const buffer = k.alloc(size); // the heap aligns a block to its size
+  try {
+    const fd = await k.sys.openat(C.AT_FDCWD, name.cstring(path), flags | C.O_DIRECT, 0o644);
+    try {
+      await use(fd, buffer);
+    } finally {
+      await k.sys.close(fd);
+    }
+  } finally {
+    name.free();
+    buffer.free();
   }
 }
 
@@ -321,10 +370,7 @@ describe('big files and sparse images', () => {
     const target = await k.mount(disk);
     const size = 4 << 20;
     const data = Buffer.concat([RANDOM, RANDOM]).subarray(0, size);
-    const path = k.alloc(256);
-    const buffer = k.alloc(size); // the heap aligns a block to its size
-    const fd = await k.sys.openat(C.AT_FDCWD, path.cstring(`${target}/direct`), C.O_RDWR | C.O_CREAT | C.O_DIRECT, 0o644);
-    try {
+    await withDirectFile(`${target}/direct`, C.O_RDWR | C.O_CREAT, size, async (fd, buffer) => {
       data.copy(buffer.bytes);
       expect(await k.sys.pwrite64(fd, buffer.address, size, 0)).toBe(size);
       buffer.bytes.fill(0);
@@ -332,11 +378,7 @@ describe('big files and sparse images', () => {
       expect(buffer.bytes.equals(data)).toBe(true);
       // Direct I/O keeps its alignment rules: an odd offset is refused.
       await expect(k.sys.pread64(fd, buffer.address, 4096, 1)).rejects.toMatchObject({ code: 'EINVAL' });
-    } finally {
-      await k.sys.close(fd);
-      path.free();
-      buffer.free();
-    }
+    });
     await k.umount(target);
     await disk.remove();
     run('e2fsck', ['-fn', image]);

@@ -396,17 +396,40 @@ async function blockFilesystems(kernel: Kernel): Promise<string[]> {
 }
 
 /* The kernel's messages since `from` (a /dev/kmsg fd), one line each. */
-async function kernelMessages(kernel: Kernel, kmsg: number): Promise<string[]> {
-  const lines: string[] = [];
-  await kernel.withBuffer(8192, async (buf) => {
-    for (;;) {
-      const n = await kernel.call(NR.read, kmsg, buf.address, 8192);
-      if (n <= 0) break;
-      const record = buf.bytes.subarray(0, n).toString('utf8');
-      lines.push(record.slice(record.indexOf(';') + 1).trim());
+/** The kernel's log from now on, to tell what went wrong in its own words. */
+export interface KernelLog {
+  /** What it has said since (or since the last call): '; the kernel said: ...', or ''. */
+  said(): Promise<string>;
+  close(): Promise<void>;
+}
+
+/* The first lines are the telling ones: a failing disk says the same many times. */
+const KERNEL_LOG_LINES = 6;
+
+export async function watchKernelLog(kernel: Kernel): Promise<KernelLog> {
+  const kmsg = await kernel.withBuffer(16, async (b) =>
+    kernel.call(NR.openat, C.AT_FDCWD, b.cstring('/dev/kmsg'), C.O_RDONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0),
+  );
+  if (kmsg >= 0) await kernel.call(NR.lseek, kmsg, 0, C.SEEK_END);
+  const said = async () => {
+    const lines: string[] = [];
+    if (kmsg >= 0) {
+      await kernel.withBuffer(8192, async (buf) => {
+        for (;;) {
+          const n = await kernel.call(NR.read, kmsg, buf.address, 8192);
+          if (n <= 0) break;
+          const record = buf.bytes.subarray(0, n).toString('utf8');
+          lines.push(record.slice(record.indexOf(';') + 1).trim());
+        }
+      });
     }
-  });
-  return lines;
+    if (lines.length > KERNEL_LOG_LINES) lines.splice(KERNEL_LOG_LINES, lines.length, `(${lines.length - KERNEL_LOG_LINES} more)`);
+    return lines.length ? `; the kernel said: ${lines.join(' / ')}` : '';
+  };
+  const close = async () => {
+    if (kmsg >= 0) await kernel.call(NR.close, kmsg);
+  };
+  return { said, close };
 }
 
 /* A flag's two words: `on` sets `bit`, `off` clears it. */
@@ -515,11 +538,7 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const types = given ? [given] : found ? [found, ...known.filter((t) => t !== found)] : known;
   let foundFailed: KernelError | undefined;
 
-  // Watch the kernel log, to tell what went wrong in its own words.
-  const kmsg = await kernel.withBuffer(16, async (b) =>
-    kernel.call(NR.openat, C.AT_FDCWD, b.cstring('/dev/kmsg'), C.O_RDONLY | C.O_NONBLOCK | C.O_CLOEXEC, 0),
-  );
-  if (kmsg >= 0) await kernel.call(NR.lseek, kmsg, 0, C.SEEK_END);
+  const log = await watchKernelLog(kernel);
   const tried: string[] = [];
   try {
     for (const type of types) {
@@ -537,11 +556,10 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
         throw e;
       }
       if (type === given || type === found) {
-        const said = kmsg >= 0 ? await kernelMessages(kernel, kmsg) : [];
         const e = new KernelError(-ret, 'mount', `${device} on ${target} as ${type}`);
         // Named as the caller knows it: the image, not the kernel's device.
         e.message = `${named}: cannot mount as ${type}${given ? '' : ' (its signature)'}: ${e.code} (${errnoMessage(-ret)})`;
-        if (said.length) e.message += `; the kernel said: ${said.join(' / ')}`;
+        e.message += await log.said();
         if (given) throw e;
         foundFailed = e;
       }
@@ -553,12 +571,10 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
       e.message = `${named}: a partitioned disk (partitions ${numbers}): name the partition to mount (cptofs, fs2tar: -P N; lklfuse: -o part=N)`;
       throw e;
     }
-    const said = kmsg >= 0 ? await kernelMessages(kernel, kmsg) : [];
     const e = new KernelError(22 /* EINVAL */, 'mount', `${device} on ${target}`);
-    e.message =
-      `${named}: no filesystem the kernel knows; tried ${tried.join(', ')}` + (said.length ? `; the kernel said: ${said.join(' / ')}` : '');
+    e.message = `${named}: no filesystem the kernel knows; tried ${tried.join(', ')}${await log.said()}`;
     throw e;
   } finally {
-    if (kmsg >= 0) await kernel.call(NR.close, kmsg);
+    await log.close();
   }
 }

@@ -1,9 +1,9 @@
 // What the disk tools share: boot a kernel for one image, plug it in,
 // mount it, and take it all down cleanly at the end, or on Ctrl-C.
 import { execFileSync } from 'node:child_process';
-import { closeSync, existsSync, openSync, rmSync } from 'node:fs';
-import { posix } from 'node:path';
-import type { Disk } from './disk';
+import { closeSync, existsSync, openSync, rmSync, statfsSync } from 'node:fs';
+import { dirname, posix, resolve } from 'node:path';
+import { Disk, KernelLog, watchKernelLog } from './disk';
 import { errnoMessage, KernelError } from './errors';
 import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import { Kernel, parseSize } from './kernel';
@@ -66,6 +66,34 @@ export function createImage(image: string, size: string, type: string): void {
   }
 }
 
+/* Why the host may have refused writes to the image: its filesystem is full. */
+function hostFull(image: string): string {
+  try {
+    const st = statfsSync(dirname(resolve(image)));
+    const free = process.getuid?.() === 0 ? st.bfree : st.bavail; // root may use the reserve
+    return free === 0 ? '; the host\'s filesystem holding it is full' : '';
+  } catch {
+    return '';
+  }
+}
+
+/*
+ * syncfs(2) of the filesystem at `root`: undefined once everything written
+ * is in the image, else the error, in the kernel's words too (its `log`
+ * since the mount).
+ */
+async function syncImage(kernel: Kernel, root: string, image: string, log: KernelLog): Promise<KernelError | undefined> {
+  const fd = await kernel.withBuffer(Buffer.byteLength(root) + 1, async (b) =>
+    kernel.call(NR.openat, C.AT_FDCWD, b.cstring(root), C.O_RDONLY | C.O_DIRECTORY | C.O_CLOEXEC, 0),
+  );
+  const ret = fd < 0 ? fd : await kernel.call(NR.syncfs, fd);
+  if (fd >= 0) await kernel.call(NR.close, fd);
+  if (ret === 0) return undefined;
+  const e = new KernelError(-ret, 'syncfs', image);
+  e.message = `${image}: what was written may not all be in the image: ${e.code} (${errnoMessage(-ret)})${hostFull(image)}${await log.said()}`;
+  return e;
+}
+
 export async function openImage(o: ImageOptions): Promise<MountedImage> {
   if (o.create && !existsSync(o.image)) {
     if (!o.type || o.type === 'auto') throw new Error('--create needs a filesystem type (-t)');
@@ -84,6 +112,8 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
       readOnly: o.readOnly,
       options: o.options,
     });
+    // Watched from here: writes fail in the background, long before close.
+    const log = o.readOnly ? undefined : await watchKernelLog(kernel);
     let closing: Promise<void> | undefined;
     return {
       kernel,
@@ -91,6 +121,10 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
       root,
       close: () =>
         (closing ??= (async () => {
+          // What was written must be in the image: a write the host
+          // refused (its disk full, say) is told, not lost in silence.
+          const failed = log && (await syncImage(kernel, root, o.image, log));
+          await log?.close();
           // Calls still in flight keep it busy for a moment: wait for them.
           // Failing that, the disk stays: the kernel's halt closes every
           // file and unmounts it, where pulling the disk would abort the
@@ -106,6 +140,7 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
             }
           }
           await kernel.shutdown();
+          if (failed) throw failed;
         })()),
     };
   } catch (e) {

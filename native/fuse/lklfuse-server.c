@@ -1845,6 +1845,34 @@ static void escape_option(char *out, size_t size, const char *text)
  * As a daemon, once mounted: nobody reads our stdio any more (a pipe held
  * open would keep `$(lklfuse ...)` waiting), so it goes to /dev/null.
  */
+/*
+ * Whether everything written is in the image.  A write the host refused
+ * (its disk full, say) fails in the background, long after the writer was
+ * told it was done: it is told here, on stderr, in the kernel's log (for
+ * log=), and in our exit status.
+ */
+static bool sync_image(void)
+{
+	struct scratch s = scratch();
+	long fd = SYS(SYS_open, wpath(s.path[0], ROOT), O_RDONLY | O_DIRECTORY);
+	long ret = fd < 0 ? fd : SYS(SYS_syncfs, fd);
+
+	if (fd >= 0)
+		SYS(SYS_close, fd);
+	if (!ret)
+		return true;
+	snprintf(s.data, PATH_MAX,
+		 "lklfuse: %s: what was written may not all be in the image: "
+		 "%s\n", o.image, strerror((int)-ret));
+	fputs(s.data, stderr);
+	fd = o.log ? SYS(SYS_open, wpath(s.path[0], "/dev/kmsg"), O_WRONLY) : -1;
+	if (fd >= 0) {
+		SYS(SYS_write, fd, (long)s.data, (long)strlen(s.data));
+		SYS(SYS_close, fd);
+	}
+	return false;
+}
+
 static void let_go_of_terminal(void)
 {
 	int null = open("/dev/null", O_RDWR);
@@ -1948,6 +1976,8 @@ int main(int argc, char **argv)
 	/* libfuse restores SIGPIPE: a closed stderr must not kill us now. */
 	signal(SIGPIPE, SIG_IGN);
 	fuse.session_destroy(se);
+	if (!o.readonly && !sync_image())
+		ret = 1;
 	if (lkl_um_halt(k, 60000) != 0)
 		ret = 1;
 	lkl_um_close(k, 1000);

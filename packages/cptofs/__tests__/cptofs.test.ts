@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { host } from '@lkl-um/core';
-import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
+import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir, withImageOnFullHost } from '../../core/__tests__/helpers/images';
 import { byteNames, copyNeedingRecovery, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -228,25 +228,16 @@ describe('errors', () => {
     withLoop(small, (mnt) => expect(fs.readFileSync(join(mnt, 'big-source/a-small'), 'utf8')).toBe('fits'));
   });
 
-  test('the host\'s filesystem full under the image: told, exit 2, not success', () => {
-    const host = join(work, 'host-full');
-    fs.mkdirSync(host, { recursive: true });
-    run('mount', ['-t', 'tmpfs', '-o', 'size=24M', 'tmpfs', host]);
-    try {
-      const image = join(host, 'sparse.img');
-      fs.writeFileSync(image, '');
-      fs.truncateSync(image, 64 << 20); // more than the host holds
-      run('mkfs.ext4', ['-q', '-F', image]);
-      const source = join(work, 'forty-mib');
-      fs.writeFileSync(source, Buffer.alloc(40 << 20, 7));
+  test('the host\'s filesystem full under the image: told, exit 2, not success', async () => {
+    const source = join(work, 'forty-mib');
+    fs.writeFileSync(source, Buffer.alloc(40 << 20, 7));
+    await withImageOnFullHost(join(work, 'host-full'), (image) => {
       const r = cli('cptofs', ['-i', image, source, '/']);
       expect(r.status).toBe(2);
       expect(r.stderr).toContain(`${image}: what was written may not all be in the image: EIO`);
       expect(r.stderr).toContain("the host's filesystem holding it is full");
       expect(r.stderr).toMatch(/the kernel said: .*I\/O error/);
-    } finally {
-      run('umount', [host]);
-    }
+    });
   });
 
   test('a read-only image: a clear error', () => {

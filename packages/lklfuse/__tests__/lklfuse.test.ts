@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { CONSTANTS as C, host, splitMountOptions } from '../../core/src';
 import { parseMountOptions } from '../src/cli';
-import { filesystem, isRoot, run, tempDir } from '../../core/__tests__/helpers/images';
+import { filesystem, isRoot, run, tempDir, withImageOnFullHost } from '../../core/__tests__/helpers/images';
 import { copyNeedingRecovery, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -882,6 +882,21 @@ describe('starting and stopping', () => {
     expect(mounted(mnt)).toBe(false);
     filesystem('ext4').fsck!(image);
     withLoop(image, (dir) => expect(run('sha256sum', [join(dir, 'data')]).split(' ')[0]).toBe(sum));
+  });
+
+  test('writes the host refused (its filesystem full) are told at unmount, exit status 2', async () => {
+    await withImageOnFullHost(join(work, 'host-full'), async (image) => {
+      const mnt = mountpoint('host-full');
+      const fg = spawn(process.execPath, [lklfuse, '-f', image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let stderr = '';
+      fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      await new Promise<void>((ready) => fg.stderr.once('data', () => ready()));
+      fs.writeFileSync(join(mnt, 'forty-mib'), Buffer.alloc(40 << 20, 7)); // into the kernel's cache
+      run('fusermount3', ['-u', mnt]);
+      expect(await new Promise<number | null>((done) => fg.once('exit', done))).toBe(2);
+      expect(stderr).toContain(`lklfuse: ${image}: what was written may not all be in the image: Input/output error`);
+      expect(stderr).not.toContain('the server stopped'); // it said why itself
+    });
   });
 
   test('in the foreground, a killed server is told: exit 2 and why', async () => {

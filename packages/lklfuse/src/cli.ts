@@ -187,8 +187,9 @@ async function main(argv: string[]): Promise<number> {
   if (!flags.quiet) process.stderr.write(`lklfuse: ${image} (${m.type}) on ${m.mountpoint}; Ctrl-C unmounts\n`);
   const status = await m.exited;
   if (status === 0) return EXIT_OK;
+  // A server that stopped by itself has said why; a killed one could not.
   const signal = Object.entries(constants.signals).find(([, n]) => n === status - 128)?.[0];
-  process.stderr.write(`lklfuse: the server ${signal ? `was killed by ${signal}` : `stopped with status ${status}`}; its kernel syncs the image\n`);
+  if (signal) process.stderr.write(`lklfuse: the server was killed by ${signal}; its kernel syncs the image\n`);
   return EXIT_FATAL;
 }
 

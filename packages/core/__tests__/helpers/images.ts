@@ -2,7 +2,7 @@
 // disk tests share.  A tool that is missing fails the test with what to
 // install (CI installs everything: .ci/debian-packages).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, lstatSync, rmSync } from 'node:fs';
+import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -198,4 +198,22 @@ export function writeHostTree(dir: string, tree: Tree): void {
 
 export function isRoot(): boolean {
   return process.getuid?.() === 0;
+}
+
+/**
+ * A sparse 64 MiB ext4 image in `dir`, on a host filesystem (a tmpfs) of
+ * 24 MiB: the host refuses writes to it past that.  As root.
+ */
+export async function withImageOnFullHost(dir: string, use: (image: string) => void | Promise<void>): Promise<void> {
+  mkdirSync(dir, { recursive: true });
+  run('mount', ['-t', 'tmpfs', '-o', 'size=24M', 'tmpfs', dir]);
+  try {
+    const image = join(dir, 'sparse.img');
+    writeFileSync(image, '');
+    truncateSync(image, 64 << 20);
+    run('mkfs.ext4', ['-q', '-F', image]);
+    await use(image);
+  } finally {
+    run('umount', [dir]);
+  }
 }

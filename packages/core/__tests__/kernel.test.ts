@@ -154,6 +154,18 @@ describe('a kernel', () => {
     await expect(k.sys.execve(0, 0, 0)).rejects.toMatchObject({ code: 'ENOSYS' });
     await expect(k.sys.mmap(0, 4096, 3, 0x22, -1, 0)).rejects.toMatchObject({ code: 'ENOSYS' });
   });
+
+  test('futexes are not implemented, and never crash the kernel', async () => {
+    // FUTEX_WAKE_OP faults its second word in: through an mm the kernel's tasks lack.
+    const FUTEX_WAKE_OP = 5;
+    const FUTEX_PRIVATE_FLAG = 128;
+    await k.withBuffer(8, async (word) => {
+      await expect(k.sys.futex(word.address, FUTEX_WAKE_OP | FUTEX_PRIVATE_FLAG, 1, 1, word.address + 4, 0)).rejects.toMatchObject({
+        code: 'ENOSYS',
+      });
+    });
+    expect(await k.sys.getpid()).toBe(1);
+  });
 });
 
 describe('kernels coming and going', () => {

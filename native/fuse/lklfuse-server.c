@@ -39,6 +39,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <syslog.h>
 #include <unistd.h>
 
 #include <lkl_um.h>
@@ -1848,8 +1849,9 @@ static void escape_option(char *out, size_t size, const char *text)
 /*
  * Whether everything written is in the image.  A write the host refused
  * (its disk full, say) fails in the background, long after the writer was
- * told it was done: it is told here, on stderr, in the kernel's log (for
- * log=), and in our exit status.
+ * told it was done: it is told here, on stderr, in syslog (a daemon's
+ * stderr goes nowhere), in the kernel's log (for log=), and in our exit
+ * status.
  */
 static bool sync_image(void)
 {
@@ -1865,6 +1867,7 @@ static bool sync_image(void)
 		 "lklfuse: %s: what was written may not all be in the image: "
 		 "%s\n", o.image, strerror((int)-ret));
 	fputs(s.data, stderr);
+	syslog(LOG_ERR, "%s", s.data + strlen("lklfuse: "));	/* as a daemon */
 	fd = o.log ? SYS(SYS_open, wpath(s.path[0], "/dev/kmsg"), O_WRONLY) : -1;
 	if (fd >= 0) {
 		SYS(SYS_write, fd, (long)s.data, (long)strlen(s.data));
@@ -1978,8 +1981,11 @@ int main(int argc, char **argv)
 	fuse.session_destroy(se);
 	if (!o.readonly && !sync_image())
 		ret = 1;
-	if (lkl_um_halt(k, 60000) != 0)
+	if (lkl_um_halt(k, 60000) != 0) {
+		fprintf(stderr, "lklfuse: %s: the kernel did not power off "
+			"cleanly: %s\n", o.image, lkl_um_last_error());
 		ret = 1;
+	}
 	lkl_um_close(k, 1000);
 	stop_console_relay();
 	return ret ? 1 : 0;

@@ -237,6 +237,11 @@ describe('a loop device and its file', () => {
       // Readers share them.
       const reading = await Promise.all([k.addDisk(loop, { readOnly: true }), other.addDisk(image, { readOnly: true })]);
       for (const disk of reading) await disk.remove();
+      // A kernel shut down with the disk still in lets go of the file too.
+      const third = await Kernel.boot({ memory: '64M' });
+      await third.addDisk(loop);
+      await third.shutdown();
+      await (await other.addDisk(image, { lockTimeoutMs: 200 })).remove();
     } finally {
       await other.shutdown();
       run('losetup', ['-d', loop]);

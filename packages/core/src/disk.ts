@@ -19,6 +19,7 @@ const EROFS = 30;
 const JOURNALED = new Set(['ext3', 'ext4', 'xfs']);
 const EACCES = 13;
 const ENODEV = 19;
+const EPIPE = 32;
 
 export interface AddDiskOptions {
   /** Open the image read-only; the kernel sees a read-only disk. */
@@ -62,6 +63,13 @@ export interface MountOptions {
 
 /* The loop devices' files that added disks hold open, for their locks. */
 const loopFiles = new WeakMap<Disk, number>();
+
+/* Lets go of a disk's loop device file: at its removal, or the kernel's shutdown. */
+function closeLoopFile(disk: Disk): void {
+  const fd = loopFiles.get(disk);
+  loopFiles.delete(disk);
+  if (fd !== undefined) closeSync(fd);
+}
 
 /** A disk image plugged into the kernel. */
 export class Disk {
@@ -115,9 +123,7 @@ export class Disk {
     const ret = await this.kernel.call(CALL_REMOVE_DISK, this.id);
     if (ret < 0) throw new KernelError(-ret, 'remove', this.image);
     this.#removed = true;
-    const loopFile = loopFiles.get(this);
-    if (loopFile !== undefined) closeSync(loopFile);
-    loopFiles.delete(this);
+    closeLoopFile(this);
   }
 }
 
@@ -320,7 +326,10 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
         throw e;
       }
     }
-    if (loopFile) loopFiles.set(disk, loopFile.fd); // closed by remove()
+    if (loopFile) {
+      loopFiles.set(disk, loopFile.fd); // until remove(), or the kernel is off
+      kernel.afterShutdown(() => closeLoopFile(disk));
+    }
     return disk;
   } catch (e) {
     if (loopFile) closeSync(loopFile.fd);
@@ -417,6 +426,10 @@ export async function watchKernelLog(kernel: Kernel): Promise<KernelLog> {
       await kernel.withBuffer(8192, async (buf) => {
         for (;;) {
           const n = await kernel.call(NR.read, kmsg, buf.address, 8192);
+          if (n === -EPIPE) {
+            lines.push('(some lines lost)'); // the log went round past them
+            continue;
+          }
           if (n <= 0) break;
           const record = buf.bytes.subarray(0, n).toString('utf8');
           lines.push(record.slice(record.indexOf(';') + 1).trim());

@@ -50,9 +50,11 @@ function hostMounts(): MountEntry[] {
   return mounts;
 }
 
-const readSys = (path: string) => {
+/* A sysfs file's text; `trim` false keeps all but the newline (a path may end in spaces). */
+const readSys = (path: string, trim = true) => {
   try {
-    return readFileSync(path, 'utf8').trim();
+    const text = readFileSync(path, 'utf8');
+    return trim ? text.trim() : text.replace(/\n$/, '');
   } catch {
     return undefined;
   }
@@ -167,7 +169,7 @@ export function loopFileOf(rdev: bigint): { path: string; offset: number; size: 
     start = Number(readSys(`/sys/class/block/${name}/start`) ?? 0) * 512;
     size = Number(readSys(`/sys/class/block/${name}/size`) ?? 0) * 512;
   }
-  const path = readSys(`/sys/block/${loop}/loop/backing_file`);
+  const path = readSys(`/sys/block/${loop}/loop/backing_file`, false);
   if (!path || !fileId(path)) return undefined;
   const limit = Number(readSys(`/sys/block/${loop}/loop/sizelimit`) ?? 0);
   if (size === Infinity && limit) size = limit;
@@ -296,6 +298,8 @@ export function fuseServerWriting(image: FileId): { pid: number; name: string } 
       }
     };
     if (!fds.some((fd) => target(fd) === '/dev/fuse')) continue;
+    // lklfuse's server holds an image (a loop device's file) under locks: those tell.
+    if (readSys(`/proc/${pid}/comm`) === 'lklfuse-server') continue;
     for (const fd of fds) {
       if (!sameFile(fileId(`/proc/${pid}/fd/${fd}`), image)) continue;
       const flags = /^flags:\s+([0-7]+)/m.exec(readSys(`/proc/${pid}/fdinfo/${fd}`) ?? '');

@@ -635,6 +635,35 @@ describe('starting and stopping', () => {
     run('e2fsck', ['-fn', image]);
   });
 
+  test('lklfuse on a loop device of one partition leaves the image\'s other partition free', () => {
+    const image = join(work, 'loop-parts.img');
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, 64 << 20);
+    run('sfdisk', ['-q', image], { input: 'label: dos\nsize=24MiB\nsize=24MiB\n' });
+    const parts = JSON.parse(run('sfdisk', ['-J', image])).partitiontable.partitions as { start: number; size: number }[];
+    for (const p of parts) run('mkfs.ext4', ['-q', '-F', '-E', `offset=${p.start * 512}`, image, `${(p.size * 512) / 1024}k`]);
+    const [start, size] = [parts[0].start * 512, parts[0].size * 512];
+    const loop = run('losetup', ['-f', '--show', '-o', String(start), '--sizelimit', String(size), image]).trim();
+    const mnt = mountpoint('loop-parts');
+    try {
+      expect(cli([loop, mnt]).stderr).toBe('');
+      try {
+        fs.writeFileSync(join(mnt, 'on-1'), 'one');
+        const cptofs = (part: string) =>
+          spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '-P', part, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 10000 });
+        const two = cptofs('2');
+        expect(two.stderr).toBe('');
+        expect(two.status).toBe(0);
+        expect(cptofs('1').stderr).toContain(`partition 1: mounted by lklfuse on ${mnt} (EBUSY)`);
+      } finally {
+        run('fusermount3', ['-u', mnt]);
+      }
+    } finally {
+      for (let i = 0; i < 50 && spawnSync('pgrep', ['-f', `lklfuse-server.*${mnt}`]).status === 0; i++) spawnSync('sleep', ['0.1']);
+      run('losetup', ['-d', loop]);
+    }
+  });
+
   test('an image the host has mounted (a loop device) is refused for writing, named with its mount', () => {
     const image = freshImage('ext4', 'host-mounted');
     const mnt = mountpoint('host-mounted');

@@ -491,15 +491,17 @@ int lkl_um_send_fd(struct lkl_um *k, int fd, uint32_t *token)
 
 int lkl_um_add_disk(struct lkl_um *k, const struct lkl_um_disk *disk)
 {
-	uint32_t token;
+	uint32_t token, hold = 0;
 	long ret;
 	int err;
 
 	err = lkl_um_send_fd(k, disk->fd, &token);
+	if (!err && disk->hold_fd > 0)
+		err = lkl_um_send_fd(k, disk->hold_fd, &hold);
 	if (err)
 		return err;
 	ret = lkl_um_call(k, LKL_UM_CALL_ADD_DISK, token,
-			  disk->readonly ? LKL_UM_DISK_READONLY : 0);
+			  disk->readonly ? LKL_UM_DISK_READONLY : 0, hold);
 	if (ret < 0)
 		return fail((int)ret, "cannot add the disk: %s",
 			    strerror((int)-ret));

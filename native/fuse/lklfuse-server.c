@@ -1326,7 +1326,8 @@ static void lock_range(int fd, const char *name, short type, off_t start,
 /*
  * The file of the image when it is a loop device: a kernel using the file
  * and one using the device write the same bytes, so both lock them in the
- * file, as @lkl-um/core does.  We hold it open for as long as we serve.
+ * file, as @lkl-um/core does.  The kernel process keeps it open with the
+ * disk, and so the locks.
  */
 static struct {
 	int fd;
@@ -1506,6 +1507,7 @@ static void mount_image(void)
 	if (disk.fd < 0)
 		die("%s: %s", o.image, strerror(errno));
 	open_loop_file(disk.fd);
+	disk.hold_fd = loop_file.fd > 0 ? loop_file.fd : 0;
 	lock_before_reading(disk.fd);
 	id = lkl_um_add_disk(k, &disk);
 	if (id < 0)
@@ -1524,6 +1526,8 @@ static void mount_image(void)
 	if (disk_reads_around_host_cache(disk.fd))
 		disk_read = DIRECT_READ_MIN;
 	close(disk.fd);	/* the kernel process has its own, and the lock */
+	if (loop_file.fd >= 0)
+		close(loop_file.fd);	/* likewise */
 	/*
 	 * Read ahead further than the host reads ahead on our mount: each
 	 * disk request crosses to the host, and only many in flight keep

@@ -60,6 +60,7 @@ struct request {
 struct blk {
 	struct lklum_virtio_dev vdev;	/* first: blk_of() relies on it */
 	int fd;
+	int hold_fd;			/* kept open while plugged in, or -1 */
 	int direct_fd;			/* the image with O_DIRECT, or -1 */
 	unsigned int direct_align;	/* what O_DIRECT needs of offsets */
 	int direct_reads;		/* what the host has not cached: too */
@@ -502,6 +503,8 @@ static void free_blk(struct blk *b)
 		munmap(b->requests, LKLUM_VQ_SIZE * sizeof(*b->requests));
 	if (b->fd >= 0)
 		close(b->fd);
+	if (b->hold_fd >= 0)
+		close(b->hold_fd);
 	if (b->direct_fd >= 0)
 		close(b->direct_fd);
 	munmap(b, sizeof(*b));
@@ -524,7 +527,7 @@ static int start_workers(struct blk *b)
 	return -err;
 }
 
-int lklum_blk_add(int fd, int readonly, const char *serial)
+int lklum_blk_add(int fd, int readonly, const char *serial, int hold_fd)
 {
 	uint64_t features, size;
 	struct blk *b;
@@ -554,6 +557,7 @@ int lklum_blk_add(int fd, int readonly, const char *serial)
 		return err;
 	}
 	b->fd = fd;
+	b->hold_fd = hold_fd;
 	b->readonly = readonly;
 	open_direct(b);
 	b->sectors = size / SECTOR;
@@ -579,7 +583,7 @@ int lklum_blk_add(int fd, int readonly, const char *serial)
 	}
 	if (err < 0) {
 		disks[slot] = NULL;
-		b->fd = -1;	/* the caller keeps its fd on failure */
+		b->fd = b->hold_fd = -1;	/* the caller keeps its fds on failure */
 		free_blk(b);
 		return err;
 	}

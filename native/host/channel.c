@@ -102,7 +102,7 @@ static void booted(void)
 	/* The disks given on the command line are there from the start. */
 	for (i = 0; i < nr_boot_disks; i++) {
 		err = lklum_blk_add(boot_disks[i].fd, boot_disks[i].readonly,
-				    NULL);
+				    NULL, -1);
 		if (err >= 0)
 			continue;
 		snprintf(message, sizeof(message),
@@ -261,16 +261,24 @@ static int take_fd(uint32_t token)
 
 static long host_call(long nr, const long *args)
 {
-	int fd, ret;
+	int fd, hold, ret;
 
 	switch (nr) {
 	case LKL_UM_CALL_ADD_DISK:
 		fd = take_fd((uint32_t)args[0]);
-		if (fd < 0)
-			return fd;
-		ret = lklum_blk_add(fd, args[1] & LKL_UM_DISK_READONLY, NULL);
-		if (ret < 0)
+		hold = args[2] ? take_fd((uint32_t)args[2]) : -1;
+		if (fd < 0 || (args[2] && hold < 0)) {
+			ret = fd < 0 ? fd : hold;
+		} else {
+			ret = lklum_blk_add(fd, args[1] & LKL_UM_DISK_READONLY,
+					    NULL, hold);
+			if (ret >= 0)
+				return ret;
+		}
+		if (fd >= 0)
 			close(fd);
+		if (hold >= 0)
+			close(hold);
 		return ret;
 	case LKL_UM_CALL_REMOVE_DISK:
 		return lklum_blk_remove((int)args[0]);

@@ -76,10 +76,14 @@ struct lkl_um_options {
  * struct lkl_um_disk - a disk image for the kernel
  * @fd: the image, a regular file or a block device
  * @readonly: the disk is read-only (a read-only @fd must be)
+ * @hold_fd: lkl_um_add_disk() only: another file the kernel process keeps
+ *	open as long as the disk is plugged in, and so the open file
+ *	description locks on it (a loop device's file); 0 for none
  */
 struct lkl_um_disk {
 	int fd;
 	int readonly;
+	int hold_fd;
 };
 
 /**

@@ -51,7 +51,8 @@ enum lkl_um_state {
  * Calls for the kernel process's host part rather than for the kernel: the
  * negative numbers.
  */
-#define LKL_UM_CALL_ADD_DISK (-1)	/* (fd token, flags) -> disk id */
+/* (fd token, flags, token of an fd to hold or 0) -> disk id */
+#define LKL_UM_CALL_ADD_DISK (-1)
 #define LKL_UM_CALL_REMOVE_DISK (-2)	/* (disk id) -> 0 */
 #define LKL_UM_DISK_READONLY 1u		/* flags of ADD_DISK */
 

@@ -61,16 +61,6 @@ export interface MountOptions {
   target?: string;
 }
 
-/* The loop devices' files that added disks hold open, for their locks. */
-const loopFiles = new WeakMap<Disk, number>();
-
-/* Lets go of a disk's loop device file: at its removal, or the kernel's shutdown. */
-function closeLoopFile(disk: Disk): void {
-  const fd = loopFiles.get(disk);
-  loopFiles.delete(disk);
-  if (fd !== undefined) closeSync(fd);
-}
-
 /** A disk image plugged into the kernel. */
 export class Disk {
   #removed = false;
@@ -123,7 +113,6 @@ export class Disk {
     const ret = await this.kernel.call(CALL_REMOVE_DISK, this.id);
     if (ret < 0) throw new KernelError(-ret, 'remove', this.image);
     this.#removed = true;
-    closeLoopFile(this);
   }
 }
 
@@ -230,8 +219,8 @@ interface LoopFile {
 /*
  * The file of the loop device `rdev`, if it is one: a kernel using the
  * file and one using the device write the same bytes, so both lock them
- * in the file.  This process holds it, until the disk is removed (the
- * kernel process never reads it).  One we may not open goes unlocked.
+ * in the file.  The kernel process keeps it open with the disk, and so
+ * the locks (it never reads it).  One we may not open goes unlocked.
  */
 function openLoopFile(rdev: bigint, readOnly: boolean): LoopFile | undefined {
   const loop = loopFileOf(rdev);
@@ -301,7 +290,8 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
     // an upgrade: two kernels upgrading would wait for each other). For one
     // partition, the partition table is held still meanwhile, and after.
     await lock(partition ? true : readOnly, 0, partition ? TABLE_HEAD : 0);
-    const id = await kernel.call(CALL_ADD_DISK, kernel.sendFd(opened.fd), readOnly ? DISK_READONLY : 0);
+    const held = loopFile ? kernel.sendFd(loopFile.fd) : 0;
+    const id = await kernel.call(CALL_ADD_DISK, kernel.sendFd(opened.fd), readOnly ? DISK_READONLY : 0, held);
     if (id < 0) {
       const e = new KernelError(-id, 'addDisk', opened.name);
       if (-id === 22) e.message = `${opened.name}: not a disk image (a regular file or a block device)`;
@@ -326,17 +316,11 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
         throw e;
       }
     }
-    if (loopFile) {
-      loopFiles.set(disk, loopFile.fd); // until remove(), or the kernel is off
-      kernel.afterShutdown(() => closeLoopFile(disk));
-    }
     return disk;
-  } catch (e) {
-    if (loopFile) closeSync(loopFile.fd);
-    throw e;
   } finally {
-    // The kernel process has its own copy of the open file, and of its lock.
+    // The kernel process has its own copies of the open files, and so of their locks.
     if (opened.close) closeSync(opened.fd);
+    if (loopFile) closeSync(loopFile.fd);
   }
 }
 

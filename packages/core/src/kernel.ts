@@ -142,7 +142,6 @@ export class Kernel {
   #native: NativeKernel | undefined;
   readonly #calls: CallTable;
   #shutdown: Promise<void> | undefined;
-  #afterShutdown: (() => void)[] = [];
 
   private constructor(native: NativeKernel) {
     this.#native = native;
@@ -348,22 +347,12 @@ export class Kernel {
       const console = native.console();
       native.close();
       this.#native = undefined;
-      for (const done of this.#afterShutdown.splice(0)) done();
       if (status !== 0) {
         throw new Error(`lkl-um: the kernel did not power off cleanly (wait status ${status})` +
           (console ? `; its console said:\n${console}` : ''));
       }
     })();
     return this.#shutdown;
-  }
-
-  /**
-   * Runs `done` once the kernel is off (after shutdown()'s halt): to let go
-   * of what lives as long as the kernel, a lock held beside its own.
-   */
-  afterShutdown(done: () => void): void {
-    if (this.#native) this.#afterShutdown.push(done);
-    else done();
   }
 
   #alive(): NativeKernel {

@@ -40,6 +40,16 @@ for (const [name, value] of Object.entries(errnoText)) {
   if (Number.isInteger(n)) errno[name] = n;
 }
 
+// What each errno means, from the comments beside them: node:util knows
+// only libuv's errors, not EUCLEAN or EBADMSG, which file systems return.
+const errnoMeaning = {};
+for (const file of ['asm-generic/errno-base.h', 'asm-generic/errno.h']) {
+  const text = readFileSync(join(uapi, file), 'utf8');
+  for (const m of text.matchAll(/^#define\s+(E\w+)\s+\d+\s*\/\*\s*(.*?)\s*\*\//gm)) {
+    errnoMeaning[errno[m[1]]] ??= m[2];
+  }
+}
+
 // Layouts and constants: compile scripts/layouts.c against the UAPI headers.
 const work = mkdtempSync(join(tmpdir(), 'lkl-um-abi-'));
 let abi;
@@ -68,6 +78,9 @@ export const SYSCALLS = ${json(syscalls)} as const;
 
 /** errno values by name. */
 export const ERRNO = ${json(errno)} as const;
+
+/** What each errno means, as the kernel's headers say it, by number. */
+export const ERRNO_MEANING: Record<number, string> = ${json(errnoMeaning)};
 
 /** Structure layouts: size, and [offset, size] of each field. */
 export const STRUCTS = ${json(abi.structs)} as const;

@@ -1,7 +1,7 @@
 // Errors the way Node reports them: a code (ENOENT), the errno, the system
 // call and the path, and a message like node:fs's.
 import { getSystemErrorMap } from 'node:util';
-import { ERRNO } from './generated/abi';
+import { ERRNO, ERRNO_MEANING } from './generated/abi';
 
 const ESHUTDOWN = 108;
 const nameOf = new Map<number, string>();
@@ -17,10 +17,20 @@ export function errnoName(errno: number): string {
   return nameOf.get(errno) ?? `E${errno}`;
 }
 
+/*
+ * File systems give two errnos a meaning of their own (EFSBADCRC and
+ * EFSCORRUPTED in ext4, xfs, btrfs, f2fs ...), which is what they mean here.
+ */
+const FS_MEANING = new Map<number, string>([
+  [ERRNO.EBADMSG, 'bad checksum: the filesystem is damaged'],
+  [ERRNO.EUCLEAN, 'structure needs cleaning: the filesystem is damaged'],
+]);
+
 /** What node:fs would say for it: 2 -> 'no such file or directory'. */
 export function errnoMessage(errno: number): string {
   messages ??= getSystemErrorMap();
-  return messages.get(-errno)?.[1] ?? 'unknown error';
+  const meaning = FS_MEANING.get(errno) ?? messages.get(-errno)?.[1] ?? ERRNO_MEANING[errno]?.toLowerCase();
+  return meaning ?? 'unknown error';
 }
 
 /** An error from the kernel: what a node:fs call would throw. */

@@ -1486,6 +1486,22 @@ static void lock_partition(int fd, const char *block)
 	lock_bytes(fd, type, start, len);
 }
 
+/*
+ * Whether the filesystem is read-only: mounted so, or gone so after an
+ * error (errors=remount-ro, an aborted journal).
+ */
+static bool root_read_only(void)
+{
+	struct scratch s = scratch();
+	struct statfs *f = s.stat;
+
+	return SYS(SYS_statfs, wpath(s.path[0], ROOT), (long)f) == 0 &&
+	       (f->f_flags & ST_RDONLY);
+}
+
+/* Whether the image was mounted read-write: what sync_image() checks. */
+static bool mounted_writable;
+
 static void mount_image(void)
 {
 	struct lkl_um_disk disk = { .readonly = o.readonly };
@@ -1558,6 +1574,7 @@ static void mount_image(void)
 	if (ret < 0)
 		die("%s: cannot mount as %s: %s", o.image, o.type,
 		    strerror((int)-ret));
+	mounted_writable = !root_read_only();
 }
 
 static void parse(int argc, char **argv)
@@ -1847,10 +1864,6 @@ static void escape_option(char *out, size_t size, const char *text)
 }
 
 /*
- * As a daemon, once mounted: nobody reads our stdio any more (a pipe held
- * open would keep `$(lklfuse ...)` waiting), so it goes to /dev/null.
- */
-/*
  * Whether everything written is in the image.  A write the host refused
  * (its disk full, say) fails in the background, long after the writer was
  * told it was done: it is told here, on stderr, in syslog (a daemon's
@@ -1862,14 +1875,27 @@ static bool sync_image(void)
 	struct scratch s = scratch();
 	long fd = SYS(SYS_open, wpath(s.path[0], ROOT), O_RDONLY | O_DIRECTORY);
 	long ret = fd < 0 ? fd : SYS(SYS_syncfs, fd);
+	const char *why;
 
+	/*
+	 * syncfs says 0 in two cases where what was written is lost: a
+	 * filesystem that shut itself down after an error (ext4, xfs, f2fs)
+	 * says EIO to an fsync of its root, though; one that went read-only
+	 * (vfat, btrfs) has nothing more to write, and shows it in statfs.
+	 */
+	if (!ret)
+		ret = SYS(SYS_fsync, fd);
 	if (fd >= 0)
 		SYS(SYS_close, fd);
-	if (!ret)
+	if (ret)
+		why = strerror((int)-ret);
+	else if (mounted_writable && root_read_only())
+		why = "the filesystem went read-only after an error";
+	else
 		return true;
 	snprintf(s.data, PATH_MAX,
 		 "lklfuse: %s: what was written may not all be in the image: "
-		 "%s\n", o.image, strerror((int)-ret));
+		 "%s\n", o.image, why);
 	fputs(s.data, stderr);
 	syslog(LOG_ERR, "%s", s.data + strlen("lklfuse: "));	/* as a daemon */
 	fd = o.log ? SYS(SYS_open, wpath(s.path[0], "/dev/kmsg"), O_WRONLY) : -1;
@@ -1880,6 +1906,10 @@ static bool sync_image(void)
 	return false;
 }
 
+/*
+ * As a daemon, once mounted: nobody reads our stdio any more (a pipe held
+ * open would keep `$(lklfuse ...)` waiting), so it goes to /dev/null.
+ */
 static void let_go_of_terminal(void)
 {
 	int null = open("/dev/null", O_RDWR);

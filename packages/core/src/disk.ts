@@ -388,7 +388,6 @@ async function blockFilesystems(kernel: Kernel): Promise<string[]> {
     .filter((t) => !['ext2', 'ext3', 'fuseblk'].includes(t)); // ext4 mounts those
 }
 
-/* The kernel's messages since `from` (a /dev/kmsg fd), one line each. */
 /** The kernel's log from now on, to tell what went wrong in its own words. */
 export interface KernelLog {
   /** What it has said since (or since the last call): '; the kernel said: ...', or ''. */

@@ -5,7 +5,7 @@ import { closeSync, existsSync, openSync, rmSync, statfsSync } from 'node:fs';
 import { dirname, posix, resolve } from 'node:path';
 import { Disk, KernelLog, watchKernelLog } from './disk';
 import { errnoMessage, KernelError } from './errors';
-import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
+import { CONSTANTS as C, ERRNO, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import { Kernel, parseSize } from './kernel';
 
 /** openat2()'s RESOLVE_IN_ROOT: resolve as if the directory were '/'. */
@@ -77,20 +77,54 @@ function hostFull(image: string): string {
   }
 }
 
+/** statfs(2)'s ST_RDONLY (include/linux/statfs.h; not in the UAPI). */
+const ST_RDONLY = 0x0001;
+
+/*
+ * Whether the filesystem at `root` is read-only: mounted so, or gone so
+ * after an error (errors=remount-ro, an aborted journal).
+ */
+async function readOnlyNow(kernel: Kernel, root: string): Promise<boolean> {
+  return kernel.withBuffer(Math.max(STRUCTS.statfs.size, Buffer.byteLength(root) + 1), async (b) => {
+    const ret = await kernel.call(NR.statfs, b.cstring(root), b.address);
+    const flags = b.bytes.readBigUInt64LE(STRUCTS.statfs.fields.f_flags[0]);
+    return ret === 0 && (flags & BigInt(ST_RDONLY)) !== 0n;
+  });
+}
+
 /*
  * syncfs(2) of the filesystem at `root`: undefined once everything written
  * is in the image, else the error, in the kernel's words too (its `log`
- * since the mount).
+ * since the mount).  syncfs says 0 in two cases where what was written is
+ * lost: a filesystem that shut itself down after an error (ext4, xfs, f2fs)
+ * says EIO to an fsync of its root, though; one that went read-only (vfat,
+ * btrfs) has nothing more to write, and shows it in statfs(2).
  */
-async function syncImage(kernel: Kernel, root: string, image: string, log: KernelLog): Promise<KernelError | undefined> {
+async function syncImage(
+  kernel: Kernel,
+  root: string,
+  image: string,
+  log: KernelLog,
+  mountedWritable: boolean,
+): Promise<KernelError | undefined> {
   const fd = await kernel.withBuffer(Buffer.byteLength(root) + 1, async (b) =>
     kernel.call(NR.openat, C.AT_FDCWD, b.cstring(root), C.O_RDONLY | C.O_DIRECTORY | C.O_CLOEXEC, 0),
   );
-  const ret = fd < 0 ? fd : await kernel.call(NR.syncfs, fd);
+  let ret = fd < 0 ? fd : await kernel.call(NR.syncfs, fd);
+  if (ret === 0) ret = await kernel.call(NR.fsync, fd);
   if (fd >= 0) await kernel.call(NR.close, fd);
-  if (ret === 0) return undefined;
-  const e = new KernelError(-ret, 'syncfs', image);
-  e.message = `${image}: what was written may not all be in the image: ${e.code} (${errnoMessage(-ret)})${hostFull(image)}${await log.said()}`;
+  let e: KernelError;
+  let why: string;
+  if (ret < 0) {
+    e = new KernelError(-ret, 'syncfs', image);
+    why = `${e.code} (${errnoMessage(-ret)})${hostFull(image)}`;
+  } else if (mountedWritable && (await readOnlyNow(kernel, root))) {
+    e = new KernelError(ERRNO.EIO, 'syncfs', image);
+    why = 'the filesystem went read-only after an error';
+  } else {
+    return undefined;
+  }
+  e.message = `${image}: what was written may not all be in the image: ${why}${await log.said()}`;
   return e;
 }
 
@@ -114,6 +148,7 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
     });
     // Watched from here: writes fail in the background, long before close.
     const log = o.readOnly ? undefined : await watchKernelLog(kernel);
+    const mountedWritable = !o.readOnly && !(await readOnlyNow(kernel, root));
     let closing: Promise<void> | undefined;
     return {
       kernel,
@@ -123,7 +158,7 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
         (closing ??= (async () => {
           // What was written must be in the image: a write the host
           // refused (its disk full, say) is told, not lost in silence.
-          const failed = log && (await syncImage(kernel, root, o.image, log));
+          const failed = log && (await syncImage(kernel, root, o.image, log, mountedWritable));
           await log?.close();
           // Calls still in flight keep it busy for a moment: wait for them.
           // Failing that, the disk stays: the kernel's halt closes every

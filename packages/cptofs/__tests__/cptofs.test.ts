@@ -6,7 +6,15 @@ import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { host } from '@lkl-um/core';
-import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir, withImageOnFullHost } from '../../core/__tests__/helpers/images';
+import {
+  FILESYSTEMS,
+  imageWithDamagedDirectory,
+  isRoot,
+  run,
+  runInterrupted,
+  tempDir,
+  withImageOnFullHost,
+} from '../../core/__tests__/helpers/images';
 import { byteNames, copyNeedingRecovery, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -237,6 +245,54 @@ describe('errors', () => {
       expect(r.stderr).toContain(`${image}: what was written may not all be in the image: EIO`);
       expect(r.stderr).toContain("the host's filesystem holding it is full");
       expect(r.stderr).toMatch(/the kernel said: .*I\/O error/);
+    });
+  });
+
+  describe('a damaged directory met after a file was copied', () => {
+    // The file first, still in the kernel's cache; then a directory of the
+    // same name as the damaged one, to copy into.
+    const sources = () => {
+      const dir = join(work, 'into-damaged');
+      fs.mkdirSync(join(dir, 'damaged'), { recursive: true });
+      fs.writeFileSync(join(dir, 'first'), Buffer.alloc(5 << 20, 3));
+      fs.writeFileSync(join(dir, 'damaged/x'), 'x');
+      return [join(dir, 'first'), join(dir, 'damaged')];
+    };
+
+    test('ext4 shuts down (errors=remount-ro): the file is lost, and that is told, exit 2', () => {
+      const image = join(work, 'damaged-ro.img');
+      imageWithDamagedDirectory(image, 'ext4', 'remount-ro');
+      const r = cli('cptofs', ['-i', image, ...sources(), '/']);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toMatch(/cannot copy '.*damaged\/x' to '\/damaged\/x': EBADMSG: bad checksum: the filesystem is damaged/);
+      expect(r.stderr).toMatch(
+        new RegExp(`${image}: what was written may not all be in the image: EIO \\(i/o error\\); the kernel said: .*Remounting filesystem read-only`),
+      );
+      expect(run('debugfs', ['-R', 'stat /first', image])).not.toMatch(/Size: 5242880/);
+    });
+
+    test('vfat goes read-only: the file is lost, and that is told, exit 2', () => {
+      const image = join(work, 'damaged.vfat');
+      imageWithDamagedDirectory(image, 'vfat');
+      const r = cli('cptofs', ['-i', image, ...sources(), '/']);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain(
+        `${image}: what was written may not all be in the image: the filesystem went read-only after an error; ` +
+          'the kernel said: FAT-fs (vda): error, invalid access to FAT (entry 0x00000001)',
+      );
+      expect(run('mdir', ['-i', image, '::/first'])).not.toMatch(/5242880/);
+    });
+
+    test('ext4 goes on (errors=continue): the file is kept, only the directory fails, exit 1', () => {
+      const image = join(work, 'damaged-continue.img');
+      imageWithDamagedDirectory(image, 'ext4', 'continue');
+      const r = cli('cptofs', ['-i', image, ...sources(), '/']);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/cannot copy '.*damaged\/x' to '\/damaged\/x': EBADMSG/);
+      expect(r.stderr).not.toMatch(/may not all be in the image/);
+      const out = join(work, 'damaged-first');
+      run('debugfs', ['-R', `dump /first ${out}`, image]);
+      expect(fs.readFileSync(out).equals(Buffer.alloc(5 << 20, 3))).toBe(true);
     });
   });
 

@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { CONSTANTS as C, host, splitMountOptions } from '../../core/src';
 import { parseMountOptions } from '../src/cli';
-import { filesystem, isRoot, run, tempDir, withImageOnFullHost } from '../../core/__tests__/helpers/images';
+import { filesystem, imageWithDamagedDirectory, isRoot, run, tempDir, withImageOnFullHost } from '../../core/__tests__/helpers/images';
 import { copyNeedingRecovery, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -926,6 +926,25 @@ describe('starting and stopping', () => {
       expect(stderr).toContain(`lklfuse: ${image}: what was written may not all be in the image: Input/output error`);
       expect(stderr).not.toContain('the server stopped'); // it said why itself
     });
+  });
+
+  test.each([
+    ['ext4', 'shuts itself down', /Remounting filesystem read-only/, 'Input/output error'],
+    ['vfat', 'goes read-only', /Filesystem has been set read-only/, 'the filesystem went read-only after an error'],
+  ] as const)('%s %s after an error, losing what it held: told at unmount, exit 2', async (type, _, kernelSaid, why) => {
+    const image = join(work, `damaged.${type}`);
+    imageWithDamagedDirectory(image, type);
+    const mnt = mountpoint(`damaged-${type}`);
+    const fg = spawn(process.execPath, [lklfuse, '-f', image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((ready) => fg.stderr.once('data', () => ready()));
+    fs.writeFileSync(join(mnt, 'first'), Buffer.alloc(5 << 20, 3)); // into the kernel's cache
+    expect(() => fs.readdirSync(join(mnt, 'damaged'))).toThrow(/EIO|error -74/); // EBADMSG: node has no name for it
+    run('fusermount3', ['-u', mnt]);
+    expect(await new Promise<number | null>((done) => fg.once('exit', done))).toBe(2);
+    expect(stderr).toMatch(kernelSaid); // the kernel's words, in the foreground
+    expect(stderr).toContain(`lklfuse: ${image}: what was written may not all be in the image: ${why}\n`);
   });
 
   test('in the foreground, a killed server is told: exit 2 and why', async () => {

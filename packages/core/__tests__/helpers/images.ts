@@ -2,7 +2,21 @@
 // disk tests share.  A tool that is missing fails the test with what to
 // install (CI installs everything: .ci/debian-packages).
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  readSync,
+  rmSync,
+  truncateSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -215,5 +229,39 @@ export async function withImageOnFullHost(dir: string, use: (image: string) => v
     await use(image);
   } finally {
     run('umount', [dir]);
+  }
+}
+
+/**
+ * A 64 MiB image whose directory /damaged is damaged, so that the kernel
+ * finds it so when it reads it.  ext4: a block of noise, its checksum wrong;
+ * `errors` is what ext4 does then: remount-ro shuts the filesystem down
+ * (nothing more is written), continue goes on.  vfat: its cluster chain
+ * points at cluster 1, and the kernel sets the filesystem read-only (vfat's
+ * errors=remount-ro).
+ */
+export function imageWithDamagedDirectory(image: string, type: 'ext4' | 'vfat', errors: 'remount-ro' | 'continue' = 'remount-ro'): void {
+  rmSync(image, { force: true });
+  truncate(image, '64M');
+  if (type === 'ext4') {
+    run('mkfs.ext4', ['-q', '-F', '-b', '4096', '-e', errors, image]);
+    run('debugfs', ['-w', '-R', 'mkdir damaged', image]);
+    const block = Number(run('debugfs', ['-R', 'blocks damaged', image]).trim());
+    run('dd', ['if=/dev/urandom', `of=${image}`, 'bs=4096', `seek=${block}`, 'count=1', 'conv=notrunc', 'status=none']);
+    return;
+  }
+  run('mkfs.vfat', ['-F', '16', image]);
+  run('mmd', ['-i', image, '::/damaged']);
+  const cluster = Number(/<(\d+)>/.exec(run('mshowfat', ['-i', image, '::/damaged']))![1]);
+  const fd = openSync(image, 'r+');
+  try {
+    const boot = Buffer.alloc(16);
+    readSync(fd, boot, 0, 16, 0);
+    const fatStart = boot.readUInt16LE(11) * boot.readUInt16LE(14); // bytes per sector × reserved sectors
+    const entry = Buffer.alloc(2);
+    entry.writeUInt16LE(1); // FAT16: the next cluster, 1, is none
+    writeSync(fd, entry, 0, 2, fatStart + cluster * 2);
+  } finally {
+    closeSync(fd);
   }
 }

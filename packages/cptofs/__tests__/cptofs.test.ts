@@ -7,6 +7,7 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { host } from '@lkl-um/core';
 import {
+  expectSuccess,
   FILESYSTEMS,
   imageWithDamagedDirectory,
   isRoot,
@@ -47,7 +48,7 @@ describe.each(['ext4', 'btrfs', 'xfs'])('%s', (type) => {
 
     const into = cli('cptofs', ['-i', image, '-t', type, tree, '/']);
     expect(into.stderr).toBe('');
-    expect(into.status).toBe(0);
+    expectSuccess(into);
     f.fsck!(image);
     if (type === 'ext4') expect(run('dumpe2fs', ['-h', image])).not.toMatch(/needs_recovery/);
 
@@ -60,7 +61,7 @@ describe.each(['ext4', 'btrfs', 'xfs'])('%s', (type) => {
     fs.mkdirSync(out);
     const back = cli('cpfromfs', ['-i', image, '/tree', out]);
     expect(back.stderr).toBe('');
-    expect(back.status).toBe(0);
+    expectSuccess(back);
     expect(survey(join(out, 'tree'))).toEqual(expected);
     f.fsck!(image); // cpfromfs changed nothing
     fs.rmSync(out, { recursive: true });
@@ -72,7 +73,7 @@ test('vfat keeps what it can, and says what it cannot', () => {
   const image = join(work, 'vfat.img');
   FILESYSTEMS.find((x) => x.type === 'vfat')!.make(image);
   const into = cli('cptofs', ['-i', image, tree, '/']);
-  expect(into.status).toBe(0);
+  expectSuccess(into);
   expect(into.stderr).toMatch(/warning: the image cannot keep owners/);
   expect(into.stderr).toMatch(/warning: the image cannot hold symbolic links/);
   expect(into.stderr).toMatch(/warning: the image cannot hold FIFOs, sockets or devices/);
@@ -81,7 +82,7 @@ test('vfat keeps what it can, and says what it cannot', () => {
 
   const out = join(work, 'out-vfat');
   fs.mkdirSync(out);
-  expect(cli('cpfromfs', ['-i', image, '--no-preserve=ownership', '/tree', out]).status).toBe(0);
+  expectSuccess(cli('cpfromfs', ['-i', image, '--no-preserve=ownership', '/tree', out]));
   for (const [rel, want] of Object.entries(expected.entries)) {
     if (want.type !== 0o100000) continue;
     const got = createHash('sha256').update(fs.readFileSync(join(out, 'tree', rel))).digest('hex');
@@ -105,7 +106,7 @@ describe('options', () => {
       join(tree, 'file'), join(tree, 'sub'), join(tree, 'relative-link'), join(tree, 'owned'), '/',
     ]);
     expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     withLoop(image, (mnt) => {
       expect(fs.readdirSync(mnt).sort()).toEqual(['file', 'lost+found', 'owned']);
       const st = fs.statSync(join(mnt, 'owned'));
@@ -118,7 +119,7 @@ describe('options', () => {
   test('--create makes the image; -P picks a partition', () => {
     const fresh = join(work, 'created.img');
     fs.rmSync(fresh, { force: true });
-    expect(cli('cptofs', ['-i', fresh, '-t', 'ext4', '--create', '32M', join(tree, 'file'), '/']).status).toBe(0);
+    expectSuccess(cli('cptofs', ['-i', fresh, '-t', 'ext4', '--create', '32M', join(tree, 'file'), '/']));
     expect(fs.statSync(fresh).size).toBe(32 << 20);
     run('e2fsck', ['-fn', fresh]);
 
@@ -132,14 +133,14 @@ describe('options', () => {
     fs.truncateSync(part, p2.size * 512);
     run('mkfs.ext4', ['-q', '-F', part]);
     run('dd', [`if=${part}`, `of=${parted}`, 'bs=512', `seek=${p2.start}`, 'conv=notrunc', 'status=none']);
-    expect(cli('cptofs', ['-i', parted, '-P', '2', join(tree, 'file'), '/']).status).toBe(0);
+    expectSuccess(cli('cptofs', ['-i', parted, '-P', '2', join(tree, 'file'), '/']));
     const out = join(work, 'from-p2');
-    expect(cli('cpfromfs', ['-i', parted, '-P', '2', '/file', out]).status).toBe(0);
+    expectSuccess(cli('cpfromfs', ['-i', parted, '-P', '2', '/file', out]));
     expect(fs.readFileSync(out, 'utf8')).toBe('some text\n');
   });
 
   test('cpfromfs expands a quoted glob inside the image, and never modifies it', () => {
-    expect(cli('cptofs', ['-i', image, tree, '/']).status).toBe(0);
+    expectSuccess(cli('cptofs', ['-i', image, tree, '/']));
     const before = createHash('sha256').update(fs.readFileSync(image)).digest('hex');
     const out = join(work, 'globbed');
     fs.mkdirSync(out);
@@ -152,7 +153,7 @@ describe('options', () => {
 
   test('--help shows every option with examples; --version names the kernel', () => {
     const help = cli('cptofs', ['--help']);
-    expect(help.status).toBe(0);
+    expectSuccess(help);
     for (const o of ['-i', '-t', '-P', '-o', '-g', '-s', '-m', '-p', '--no-preserve', '--exclude', '-v', '-q', '--create', 'Examples:']) {
       expect(help.stdout).toContain(o);
     }
@@ -304,7 +305,7 @@ describe('errors', () => {
       expect(r.stderr).toMatch(/read-only/);
       // cpfromfs only reads: fine.
       const out = join(work, 'ro-out');
-      expect(cli('cpfromfs', ['-i', image, '/lost+found', out]).status).toBe(0);
+      expectSuccess(cli('cpfromfs', ['-i', image, '/lost+found', out]));
     } finally {
       run('chattr', ['-i', image]);
     }
@@ -329,7 +330,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     const image = freshImage('dozen.img');
     const r = cli('cptofs', ['-i', image, src, '/']);
     expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     run('e2fsck', ['-fn', image]);
     withLoop(image, (mnt) => {
       for (let i = 0; i < 12; i++) expect(sum(join(mnt, 'dozen', `f${i}`))).toBe(sum(join(src, `f${i}`)));
@@ -358,10 +359,10 @@ describe('many at once, interruptions, links and odd paths', () => {
     fs.symlinkSync('a', join(src, 's'));
     fs.linkSync(join(src, 's'), join(src, 's2'));
     const image = freshImage('links.img', 64 << 20);
-    expect(cli('cptofs', ['-i', image, src, '/']).status).toBe(0);
+    expectSuccess(cli('cptofs', ['-i', image, src, '/']));
     const again = cli('cptofs', ['-i', image, src, '/']);
     expect(again.stderr).toBe('');
-    expect(again.status).toBe(0);
+    expectSuccess(again);
     run('e2fsck', ['-fn', image]);
     withLoop(image, (mnt) => {
       const ino = (name: string) => fs.lstatSync(join(mnt, 'links', name)).ino;
@@ -380,7 +381,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     fs.writeFileSync(join(src, 'small'), 'old');
     fs.linkSync(join(src, 'small'), join(src, 'small2'));
     const image = freshImage('inplace.img', 64 << 20);
-    expect(cli('cptofs', ['-i', image, src, '/']).status).toBe(0);
+    expectSuccess(cli('cptofs', ['-i', image, src, '/']));
     const newBig = join(work, 'new-big');
     fs.writeFileSync(newBig, Buffer.alloc(600 << 10, 2));
     const newSmall = join(work, 'new-small');
@@ -388,7 +389,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     for (const [from, to] of [[newBig, '/inplace/big'], [newSmall, '/inplace/small']]) {
       const r = cli('cptofs', ['-i', image, from, to]);
       expect(r.stderr).toBe('');
-      expect(r.status).toBe(0);
+      expectSuccess(r);
     }
     run('e2fsck', ['-fn', image]);
     withLoop(image, (mnt) => {
@@ -403,7 +404,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     fs.mkdirSync(out);
     fs.writeFileSync(join(out, 'x'), 'something longer than new');
     fs.linkSync(join(out, 'x'), join(out, 'x2'));
-    expect(cli('cpfromfs', ['-i', image, '/inplace/small', join(out, 'x')]).status).toBe(0);
+    expectSuccess(cli('cpfromfs', ['-i', image, '/inplace/small', join(out, 'x')]));
     expect(fs.readFileSync(join(out, 'x2'), 'utf8')).toBe('new');
 
     // Two sources onto two names of one file: written once in place, then
@@ -452,7 +453,7 @@ describe('many at once, interruptions, links and odd paths', () => {
         expect(r.status).toBe(2);
         expect(r.stderr).toMatch(new RegExp(`hosted\\.img partition 2: mounted by the host on ${mnt} \\(${loops[1]}; EBUSY\\)`));
         // Reading it is left alone.
-        expect(cli('cpfromfs', ['-i', image, '-P', '2', '/lost+found', join(work, 'hosted-out')]).status).toBe(0);
+        expectSuccess(cli('cpfromfs', ['-i', image, '-P', '2', '/lost+found', join(work, 'hosted-out')]));
       } finally {
         run('umount', [mnt]);
       }
@@ -486,7 +487,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     fs.linkSync(join(x, 'f'), join(z, 'f'));
     const intoDir = cli('cptofs', ['-i', image, join(x, 'f'), join(z, 'f'), '/']);
     expect(intoDir.stderr).toBe('');
-    expect(intoDir.status).toBe(0);
+    expectSuccess(intoDir);
     withLoop(image, (mnt) => expect(fs.readFileSync(join(mnt, 'f'), 'utf8')).toBe('from x'));
     // Out, over a file of the user's: kept, as the first source's copy.
     const out = join(work, 'land-out');
@@ -513,7 +514,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     // This host has no vfat driver: read back with the kernel's own.
     const back = join(work, 'land-back');
     fs.rmSync(back, { recursive: true, force: true });
-    expect(cli('cpfromfs', ['-i', fat, '/land-cases', back]).status).toBe(0);
+    expectSuccess(cli('cpfromfs', ['-i', fat, '/land-cases', back]));
     const names = fs.readdirSync(back);
     expect(names).toHaveLength(1);
     const data = fs.readFileSync(join(back, names[0]));
@@ -540,7 +541,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     const image = freshImage('self.img', 64 << 20);
     const small = join(work, 'self-small');
     fs.writeFileSync(small, 'a file named as the image');
-    expect(cli('cptofs', ['-i', image, small, '/self.img']).status).toBe(0);
+    expectSuccess(cli('cptofs', ['-i', image, small, '/self.img']));
     const before = sum(image);
     const out = join(work, 'self-out');
     fs.rmSync(out, { recursive: true, force: true });
@@ -561,12 +562,12 @@ describe('many at once, interruptions, links and odd paths', () => {
     const file = join(work, 'plain.txt');
     fs.writeFileSync(file, 'plain');
     const image = freshImage('paths.img', 64 << 20);
-    expect(cli('cptofs', ['-i', image, dangling, '/']).status).toBe(0);
-    expect(cli('cptofs', ['-i', image, file, '../../escaped.txt']).status).toBe(0);
+    expectSuccess(cli('cptofs', ['-i', image, dangling, '/']));
+    expectSuccess(cli('cptofs', ['-i', image, file, '../../escaped.txt']));
     const out = join(work, 'root-out');
     fs.rmSync(out, { recursive: true, force: true });
     fs.mkdirSync(out);
-    expect(cli('cpfromfs', ['-i', image, '/', out]).status).toBe(0);
+    expectSuccess(cli('cpfromfs', ['-i', image, '/', out]));
     expect(fs.readlinkSync(join(out, 'dangling'))).toBe('/nowhere/at/all');
     expect(fs.readFileSync(join(out, 'escaped.txt'), 'utf8')).toBe('plain');
     expect(fs.readdirSync(out).sort()).toEqual(['dangling', 'escaped.txt', 'lost+found']);
@@ -585,12 +586,12 @@ describe('many at once, interruptions, links and odd paths', () => {
     run('mke2fs', ['-q', '-t', 'ext4', '-d', src, image, '32M']);
     const file = join(work, 'pid.txt');
     fs.writeFileSync(file, '42');
-    expect(cli('cptofs', ['-i', image, file, '/var/run/']).status).toBe(0);
-    expect(cli('cptofs', ['-i', image, file, '/lib']).status).toBe(0); // a symlink to a directory: into it
+    expectSuccess(cli('cptofs', ['-i', image, file, '/var/run/']));
+    expectSuccess(cli('cptofs', ['-i', image, file, '/lib'])); // a symlink to a directory: into it
     const out = join(work, 'chroot-out');
     fs.rmSync(out, { recursive: true, force: true });
     fs.mkdirSync(out);
-    expect(cli('cpfromfs', ['-i', image, '/var/run/pid.txt', '/lib', out]).status).toBe(0);
+    expectSuccess(cli('cpfromfs', ['-i', image, '/var/run/pid.txt', '/lib', out]));
     expect(fs.readFileSync(join(out, 'pid.txt'), 'utf8')).toBe('42');
     expect(fs.readlinkSync(join(out, 'lib'))).toBe('usr/lib'); // a source symlink stays one
     run('e2fsck', ['-fn', image]);
@@ -605,7 +606,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     const image = freshImage('dot.img', 64 << 20);
     const r = spawnSync(process.execPath, [bin('cptofs'), '-i', image, '.', '/'], { cwd: tree, encoding: 'utf8' });
     expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     withLoop(image, (mnt) => expect(fs.existsSync(join(mnt, 'file'))).toBe(true));
   });
 
@@ -624,7 +625,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     const image = freshImage('bytes.img', 64 << 20);
     const into = cli('cptofs', ['-i', image, src, '/']);
     expect(into.stderr).toBe('');
-    expect(into.status).toBe(0);
+    expectSuccess(into);
     run('e2fsck', ['-fn', image]);
     const want = byteNames(src);
     const out = join(work, 'bytes-out');
@@ -632,7 +633,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     fs.mkdirSync(out);
     const back = cli('cpfromfs', ['-i', image, '/bytes', out]);
     expect(back.stderr).toBe('');
-    expect(back.status).toBe(0);
+    expectSuccess(back);
     expect(byteNames(join(out, 'bytes'))).toBe(want);
     withLoop(image, (mnt) => expect(byteNames(join(mnt, 'bytes'))).toBe(want));
   });

@@ -6,7 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { join } from 'node:path';
-import { FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
+import { expectSuccess, FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
 import { byteNames, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -57,7 +57,7 @@ describe.each(['ext4', 'btrfs', 'xfs', 'squashfs'])('%s', (type) => {
     const archive = join(work, `${type}.tar`);
     const r = cli([image, archive]);
     expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     const out = join(work, `x-${type}`);
     untar(archive, out);
     const inImage = withLoop(image, (mnt) => survey(join(mnt, 'tree')));
@@ -71,7 +71,7 @@ describe.each(['vfat', 'iso9660'])('%s', (type) => {
     const image = imageWithTree(type);
     const archive = join(work, `${type}.tar`);
     const r = cli([image, archive]);
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     const out = join(work, `x-${type}`);
     untar(archive, out);
     const host = join(work, `h-${type}`);
@@ -103,35 +103,35 @@ describe('archives', () => {
 
   test('two exports of the same image are byte-identical; the image is untouched', () => {
     const before = fs.readFileSync(image);
-    expect(cli([image, join(work, 'a.tar')]).status).toBe(0);
-    expect(cli([image, join(work, 'b.tar')]).status).toBe(0);
+    expectSuccess(cli([image, join(work, 'a.tar')]));
+    expectSuccess(cli([image, join(work, 'b.tar')]));
     expect(fs.readFileSync(join(work, 'a.tar')).equals(fs.readFileSync(join(work, 'b.tar')))).toBe(true);
     expect(fs.readFileSync(image).equals(before)).toBe(true);
   });
 
   test('an archive ends on a whole 10240-byte record, as GNU tar\'s does, before compression too', () => {
     const plain = join(work, 'record.tar');
-    expect(cli([image, plain]).status).toBe(0);
+    expectSuccess(cli([image, plain]));
     const size = fs.statSync(plain).size;
     expect(size % 10240).toBe(0);
     // GNU tar reading whole records from a pipe finds no short last one.
     const strict = spawnSync('sh', ['-c', `cat ${plain} | tar -b 20 -tf - >/dev/null`], { encoding: 'utf8' });
     expect(strict.stderr).toBe('');
-    expect(strict.status).toBe(0);
+    expectSuccess(strict);
     const gz = join(work, 'record.tar.gz');
-    expect(cli(['-z', image, gz]).status).toBe(0);
+    expectSuccess(cli(['-z', image, gz]));
     expect(zlib.gunzipSync(fs.readFileSync(gz)).length).toBe(size);
   });
 
   test('to stdout, gzipped, a subtree, excludes, --mtime, --format gnu, -s', () => {
     const z = spawnSync('sh', ['-c', `node ${fs2tar} -z -C /tree --exclude '*-link' --mtime @1000000000 -s ${join(work, 'labels')} ${image} - | tar -tzvf -`], { encoding: 'utf8' });
-    expect(z.status).toBe(0);
+    expectSuccess(z);
     expect(z.stdout).toMatch(/\.\/file\n/);
     expect(z.stdout).toMatch(/\.\/sub\/deeper\/leaf\n/);
     expect(z.stdout).not.toMatch(/-link/);
     expect(z.stdout).toMatch(/2001-09-09/);
     const gnu = join(work, 'gnu.tar');
-    expect(cli(['--format', 'gnu', image, gnu]).status).toBe(0);
+    expectSuccess(cli(['--format', 'gnu', image, gnu]));
     expect(run('tar', ['-tf', gnu])).toContain(`./tree/${'n'.repeat(255)}`);
     const x = join(work, 'x-gnu');
     fs.mkdirSync(x);
@@ -148,7 +148,7 @@ describe('archives', () => {
     FILESYSTEMS[0].make(img);
     spawnSync(process.execPath, [cptofs, '-q', '-i', img, etc, join(tree, 'owned'), '/'], { encoding: 'utf8' });
     const archive = join(work, 'names.tar');
-    expect(cli(['--owner-names', img, archive]).status).toBe(0);
+    expectSuccess(cli(['--owner-names', img, archive]));
     expect(run('tar', ['-tvf', archive])).toMatch(/owner\/groupie .* \.\/owned/);
   });
 
@@ -166,7 +166,7 @@ describe('archives', () => {
     spawnSync(process.execPath, [cptofs, '-q', '-i', img, join(src, 'huge'), '/'], { encoding: 'utf8' });
     const archive = join(work, 'sparse.tar');
     const t0 = Date.now();
-    expect(cli([img, archive]).status).toBe(0);
+    expectSuccess(cli([img, archive]));
     expect(Date.now() - t0).toBeLessThan(20_000);
     expect(fs.statSync(archive).size).toBeLessThan(8 << 20);
     const out = join(work, 'x-sparse');
@@ -189,7 +189,7 @@ describe('archives', () => {
     execFileSync('python3', ['-c', `import socket; s = socket.socket(socket.AF_UNIX); s.bind('${join(src, 'sock')}')`]);
     spawnSync(process.execPath, [cptofs, '-q', '-i', img, src, '/'], { encoding: 'utf8' });
     const r = cli([img, join(work, 'sock.tar')]);
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     expect(r.stderr).toMatch(/sock: socket ignored/);
   });
 });
@@ -260,7 +260,7 @@ describe('odd outputs, unreadable files, old times, long links, ACLs', () => {
       encoding: 'utf8',
       timeout: 120_000,
     });
-    expect(reader.status).toBe(0);
+    expectSuccess(reader);
     expect(fs.lstatSync(fifo).isFIFO()).toBe(true);
     expect(run('tar', ['-tf', `${fifo}.out`])).toMatch(/\.\/old/);
 
@@ -268,7 +268,7 @@ describe('odd outputs, unreadable files, old times, long links, ACLs', () => {
     const target = join(work, 'archive-target.tar');
     fs.rmSync(link, { force: true });
     fs.symlinkSync(target, link);
-    expect(cli([image, link]).status).toBe(0);
+    expectSuccess(cli([image, link]));
     expect(fs.lstatSync(link).isSymbolicLink()).toBe(true);
     expect(run('tar', ['-tf', target])).toMatch(/\.\/old/);
   });
@@ -278,7 +278,7 @@ describe('odd outputs, unreadable files, old times, long links, ACLs', () => {
     const r = cli([image, archive]);
     expect(r.stderr).toBe('');
     const listing = spawnSync('tar', ['--full-time', '-tvf', archive], { encoding: 'utf8' });
-    expect(listing.status).toBe(0);
+    expectSuccess(listing);
     expect(listing.stdout).toMatch(/1969-12-31 23:59:58 \.\/old/);
     expect(listing.stdout).toContain(`./longlink -> ${'s'.repeat(50)}/${'t'.repeat(50)}/${'u'.repeat(50)}\n`);
     // A directory name of 101-156 bytes is split between prefix and name
@@ -302,7 +302,7 @@ for at in range(0, len(data) - 512, 512):
 
   test('ACLs come back with GNU tar\'s --acls alone', () => {
     const archive = join(work, 'acl.tar');
-    expect(cli([image, archive]).status).toBe(0);
+    expectSuccess(cli([image, archive]));
     const out = join(work, 'acl-out');
     fs.mkdirSync(out, { recursive: true });
     run('tar', ['--acls', '--numeric-owner', '-xpf', archive, '-C', out, './acl']);
@@ -340,7 +340,7 @@ for at in range(0, len(data) - 512, 512):
     run('mke2fs', ['-q', '-t', 'ext4', '-d', src, img, '32M']);
     const archive = join(work, 'links.tar');
     const r = cli(['-v', '--exclude', './sub', img, archive]);
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     expect(r.stdout.split('\n').sort().filter(Boolean)).toEqual(['./', './lost+found/', './p', './p2', './sparse']);
     expect(run('tar', ['-tvf', archive])).toMatch(/^h.* \.\/p2 link to \.\/p$/m);
   });
@@ -357,7 +357,7 @@ for at in range(0, len(data) - 512, 512):
       const archive = join(work, `bytes-${format}.tar`);
       const r = cli(['--format', format, img, archive]);
       expect(r.stderr).toBe('');
-      expect(r.status).toBe(0);
+      expectSuccess(r);
       const out = join(work, `bytes-out-${format}`);
       fs.rmSync(out, { recursive: true, force: true });
       untar(archive, out);
@@ -367,7 +367,7 @@ for at in range(0, len(data) - 512, 512):
 
   test('--mtime @-1.5 is 1.5 s before 1970; a bad --mtime or a lone --clamp-mtime: exit 2', () => {
     const archive = join(work, 'mtime.tar');
-    expect(cli(['--mtime', '@-1.5', image, archive]).status).toBe(0);
+    expectSuccess(cli(['--mtime', '@-1.5', image, archive]));
     const times = run('python3', ['-c', 'import sys,tarfile; print(set(m.pax_headers["mtime"] for m in tarfile.open(sys.argv[1])))', archive]);
     expect(times.trim()).toBe("{'-1.5'}");
     const bad = cli(['--mtime', '@abc', image, archive]);
@@ -378,7 +378,7 @@ for at in range(0, len(data) - 512, 512):
 
   test('-C stays in the image and must name a directory', () => {
     const up = cli(['-C', '../..', image, join(work, 'up.tar')]);
-    expect(up.status).toBe(0);
+    expectSuccess(up);
     expect(run('tar', ['-tf', join(work, 'up.tar')]).split('\n')).toContain('./old');
     const file = cli(['-C', '/old', image, join(work, 'file.tar')]);
     expect(file.status).toBe(2);

@@ -6,7 +6,15 @@ import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { CONSTANTS as C, host, splitMountOptions } from '../../core/src';
 import { parseMountOptions } from '../src/cli';
-import { filesystem, imageWithDamagedDirectory, isRoot, run, tempDir, withImageOnFullHost } from '../../core/__tests__/helpers/images';
+import {
+  expectSuccess,
+  filesystem,
+  imageWithDamagedDirectory,
+  isRoot,
+  run,
+  tempDir,
+  withImageOnFullHost,
+} from '../../core/__tests__/helpers/images';
 import { copyNeedingRecovery, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -378,7 +386,7 @@ m = mmap.mmap(fd, 8192); m[100:105] = b'BBBBB'; m.flush(); m.close(); os.close(f
     const holder = spawn('flock', ['-x', f, 'sleep', '3'], { stdio: 'ignore' });
     spawnSync('sleep', ['0.5']);
     expect(spawnSync('flock', ['-n', f, 'true']).status).toBe(1);
-    expect(spawnSync('flock', ['-w', '10', f, 'true']).status).toBe(0);
+    expectSuccess(spawnSync('flock', ['-w', '10', f, 'true']));
     holder.kill();
 
     const posix = `import fcntl,sys,time
@@ -414,7 +422,7 @@ describe('as an ordinary user', () => {
 
     const r = cli(['-o', 'ro', image, mnt], { as: NOBODY });
     expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     try {
       const as = (cmd: string) =>
         spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'sh', '-c', cmd], { encoding: 'utf8' });
@@ -449,13 +457,13 @@ describe('as an ordinary user', () => {
       fs.mkdirSync(join(mnt, 'shared'));
       fs.chownSync(join(mnt, 'shared'), 0, 100);
       fs.chmodSync(join(mnt, 'shared'), 0o2777);
-      expect(as(`touch ${mnt}/shared/file && mkdir ${mnt}/shared/dir`).status).toBe(0);
+      expectSuccess(as(`touch ${mnt}/shared/file && mkdir ${mnt}/shared/dir`));
       for (const made of ['file', 'dir']) {
         const st = fs.statSync(join(mnt, 'shared', made));
         expect([st.uid, st.gid]).toEqual([NOBODY, 100]);
       }
       // A user's setuid program keeps its bit (setgid only with the user's own group).
-      expect(as(`cd ${mnt}/shared && umask 022 && python3 -c "import os; os.close(os.open('suid', os.O_CREAT | os.O_WRONLY, 0o6755))"`).status).toBe(0);
+      expectSuccess(as(`cd ${mnt}/shared && umask 022 && python3 -c "import os; os.close(os.open('suid', os.O_CREAT | os.O_WRONLY, 0o6755))"`));
       expect(fs.statSync(join(mnt, 'shared', 'suid')).mode & 0o7777).toBe(0o4755);
     } finally {
       m.unmount();
@@ -471,7 +479,7 @@ describe('as an ordinary user', () => {
         encoding: 'utf8',
       });
       expect(made.stderr).toBe('');
-      expect(made.status).toBe(0);
+      expectSuccess(made);
       expect(fs.statSync(join(mnt, 'dir')).isDirectory()).toBe(true);
     } finally {
       m.unmount();
@@ -488,7 +496,7 @@ describe('as an ordinary user', () => {
     fs.chownSync(lock, NOBODY, NOBODY);
     // dev and suid are root's: said, not silently dropped.
     const mounted = cli(['-o', `lock=${lock},dev,suid`, image, mnt], { as: NOBODY });
-    expect(mounted.status).toBe(0);
+    expectSuccess(mounted);
     expect(mounted.stderr).toBe(`lklfuse: ${mnt}: dev and suid need root: mounted nodev,nosuid\n`);
     const as = (cmd: string) => execFileSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'sh', '-c', cmd]);
     as(`mkdir ${mnt}/mine && echo hi > ${mnt}/mine/file`);
@@ -528,7 +536,7 @@ describe('starting and stopping', () => {
     expect(text).toMatch(/EXT4-fs \(vda\): unmounting filesystem/);
 
     // One thread: a reader and a writer at once still both finish.
-    expect(cli(['-s', image, mnt]).status).toBe(0);
+    expectSuccess(cli(['-s', image, mnt]));
     try {
       run('sh', ['-c', `dd if=/dev/zero of=${mnt}/a bs=1M count=16 status=none & find ${mnt} >/dev/null; wait`]);
       expect(fs.statSync(join(mnt, 'a')).size).toBe(16 << 20);
@@ -570,7 +578,7 @@ describe('starting and stopping', () => {
       fs.writeFileSync(join(mnt, 'f'), 'into partition 2');
       const one = cptofs('1');
       expect(one.stderr).toBe('');
-      expect(one.status).toBe(0);
+      expectSuccess(one);
       const two = cptofs('2');
       expect(two.status).toBe(2);
       expect(two.stderr).toMatch(new RegExp(`two-parts\\.img partition 2: mounted by lklfuse on ${mnt} \\(EBUSY\\)`));
@@ -653,7 +661,7 @@ describe('starting and stopping', () => {
           spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '-P', part, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 10000 });
         const two = cptofs('2');
         expect(two.stderr).toBe('');
-        expect(two.status).toBe(0);
+        expectSuccess(two);
         expect(cptofs('1').stderr).toContain(`partition 1: mounted by lklfuse on ${mnt} (EBUSY)`);
       } finally {
         run('fusermount3', ['-u', mnt]);
@@ -675,7 +683,7 @@ describe('starting and stopping', () => {
       expect(cptofs.status).toBe(2);
       expect(cptofs.stderr).toMatch(/mounted by the host on/);
       // Reading is left alone, as e2fsck -n and debugfs do.
-      expect(cli(['-o', 'ro', image, mnt]).status).toBe(0);
+      expectSuccess(cli(['-o', 'ro', image, mnt]));
       run('fusermount3', ['-u', mnt]);
     });
   });
@@ -688,7 +696,7 @@ describe('starting and stopping', () => {
     fs.symlinkSync(dir, link);
     const r = cli([image, link]);
     expect(r.stderr).toBe('');
-    expect(r.status).toBe(0);
+    expectSuccess(r);
     try {
       expect(mounted(dir)).toBe(true);
       expect(fs.readdirSync(link)).toContain('lost+found');
@@ -703,7 +711,7 @@ describe('starting and stopping', () => {
     const image = join(dir, 'a,b.img');
     fs.copyFileSync(freshImage('ext4', 'odd-source'), image);
     const mnt = mountpoint('odd');
-    expect(cli([image, mnt]).status).toBe(0);
+    expectSuccess(cli([image, mnt]));
     try {
       const line = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!;
       expect(line.split(' ')[0]).toBe(image.replace(/\\/g, '\\134'));
@@ -718,7 +726,7 @@ describe('starting and stopping', () => {
   test('the image is the mount\'s alone; right after fusermount3 -u, another tool sees everything', () => {
     const image = freshImage('ext4', 'handover');
     const mnt = mountpoint('handover');
-    expect(cli([image, mnt]).status).toBe(0);
+    expectSuccess(cli([image, mnt]));
     run('dd', ['if=/dev/urandom', `of=${mnt}/data`, 'bs=1M', 'count=32']);
     const sum = run('sha256sum', [join(mnt, 'data')]).split(' ')[0];
     // Named by another path, a symlink, it is the same image: refused at once.

@@ -31,6 +31,11 @@ export function run(cmd: string, args: string[], opts: { input?: string } = {}):
   return r.stdout;
 }
 
+/** Asserts that a command run by a test exited 0; when not, the failure shows its stderr. */
+export function expectSuccess(r: { status: number | null; stderr: string | Buffer }): void {
+  if (r.status !== 0) throw new Error(`exited ${r.status}, saying:\n${r.stderr}`);
+}
+
 /** Runs a command, sends it SIGINT after `afterMs`; its exit status and stderr. */
 export function runInterrupted(cmd: string, args: string[], afterMs: number): Promise<{ status: number | null; stderr: string }> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });

@@ -43,7 +43,7 @@
 #include <unistd.h>
 
 #include <lkl_um.h>
-#include <lkl_um/cachestat.h>
+#include <lkl_um/host_cache.h>
 
 #include "fuse-loader.h"
 #include "serve.h"
@@ -1417,7 +1417,7 @@ static bool is_gpt(int fd)
 /*
  * Whether the kernel process's disk reads what the host has not cached
  * around the host's cache, as native/host/blk.c does for a regular image
- * on a filesystem with O_DIRECT, where cachestat(2) tells what the host
+ * on a filesystem with O_DIRECT, where mincore(2) tells what the host
  * has cached.  Our direct reads then each cross to the image and mostly
  * wait for the disk, and are best handed over at once; otherwise the
  * host's read-ahead serves them, and reads of one image at more offsets

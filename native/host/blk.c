@@ -19,9 +19,9 @@
  * it had cached of the range, so buffered reads stay coherent.  Large reads
  * go around it too, for the same reasons, unless the host has all of the
  * range cached; the host writes back what it holds dirty of the range
- * first.  Only where cachestat(2) tells what the host has cached (not
- * before Linux 6.5, nor through overlayfs, nor for an image the user may
- * neither write nor owns): elsewhere every read is buffered.
+ * first.  Only where mincore(2) tells what the host has cached (not for an
+ * image the user may neither write nor owns): elsewhere every read is
+ * buffered.
  */
 
 #define _GNU_SOURCE
@@ -41,7 +41,7 @@
 #include <linux/virtio_ids.h>
 #include <linux/virtio_ring.h>
 
-#include <lkl_um/cachestat.h>
+#include <lkl_um/host_cache.h>
 
 #include "blk.h"
 #include "virtio.h"
@@ -64,6 +64,7 @@ struct blk {
 	int direct_fd;			/* the image with O_DIRECT, or -1 */
 	unsigned int direct_align;	/* what O_DIRECT needs of offsets */
 	int direct_reads;		/* what the host has not cached: too */
+	struct lkl_um_cache_view cache;	/* what it has cached of the image */
 	int readonly;
 	uint64_t sectors;
 	struct virtio_blk_config config;
@@ -187,22 +188,11 @@ static int direct_aligned(const struct blk *b, const struct iovec *iov,
 	return 1;
 }
 
-/* Whether the host's cache holds all of @bytes at @offset of the image. */
-static int all_cached(const struct blk *b, off_t offset, size_t bytes)
-{
-	uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE);
-	struct lkl_um_cachestat st;
-
-	if (lkl_um_cachestat(b->fd, offset, bytes, &st))
-		return 1;	/* cannot tell now: read through the cache */
-	return st.nr_cache >= (offset + bytes + page - 1) / page - offset / page;
-}
-
 /* Whether a read of @bytes at @offset goes around the host's cache. */
 static int read_direct(struct blk *b, off_t offset, size_t bytes)
 {
 	return __atomic_load_n(&b->direct_reads, __ATOMIC_RELAXED) &&
-	       !all_cached(b, offset, bytes);
+	       !lkl_um_all_cached(&b->cache, (uint64_t)offset, bytes);
 }
 
 /*
@@ -455,7 +445,7 @@ static void open_direct(struct blk *b)
 	    !S_ISREG(stx.stx_mode))
 		return;
 	/* Reads go around the host's cache only where it tells what it has. */
-	b->direct_reads = lkl_um_host_cache_known(b->fd);
+	b->direct_reads = !lkl_um_cache_view_open(&b->cache, b->fd);
 	if (b->readonly && !b->direct_reads)
 		return;
 	/*
@@ -507,6 +497,7 @@ static void free_blk(struct blk *b)
 		close(b->hold_fd);
 	if (b->direct_fd >= 0)
 		close(b->direct_fd);
+	lkl_um_cache_view_close(&b->cache);
 	munmap(b, sizeof(*b));
 }
 

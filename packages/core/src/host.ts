@@ -43,9 +43,9 @@ export const host = {
   tryLockRange: (fd: number, exclusive: boolean, start: number, length: number): boolean =>
     nodeStyle(() => loadAddon().hostLockRange(fd, exclusive, start, length)),
   /**
-   * Whether cachestat(2) tells what the host has cached of fd's file (Linux
-   * 6.5, not through overlayfs): where it does, a disk's large reads of
-   * what the host has not cached go around the host's cache.
+   * Whether mincore(2) tells what the host has cached of fd's file (to a
+   * user who owns it or may write it): where it does, a disk's large reads
+   * of what the host has not cached go around the host's cache.
    */
   cacheKnown: (fd: number): boolean => loadAddon().hostCacheKnown(fd),
 };

@@ -1499,7 +1499,10 @@ static bool root_read_only(void)
 	       (f->f_flags & ST_RDONLY);
 }
 
-/* Whether the image was mounted read-write: what sync_image() checks. */
+/*
+ * Whether the filesystem was mounted read-write, and so is synced at the
+ * end (squashfs, say, mounts read-only when asked for read-write).
+ */
 static bool mounted_writable;
 
 static void mount_image(void)
@@ -1874,28 +1877,30 @@ static bool sync_image(void)
 {
 	struct scratch s = scratch();
 	long fd = SYS(SYS_open, wpath(s.path[0], ROOT), O_RDONLY | O_DIRECTORY);
-	long ret = fd < 0 ? fd : SYS(SYS_syncfs, fd);
-	const char *why;
+	long synced = fd < 0 ? fd : SYS(SYS_syncfs, fd);
+	/* EINVAL: directories there take no fsync, which tells nothing. */
+	long fsynced = synced ? 0 : SYS(SYS_fsync, fd);
+	const char *loss = "what was written may not all be in the image";
 
+	if (fd >= 0)
+		SYS(SYS_close, fd);
 	/*
 	 * syncfs says 0 in two cases where what was written is lost: a
 	 * filesystem that shut itself down after an error (ext4, xfs, f2fs)
 	 * says EIO to an fsync of its root, though; one that went read-only
 	 * (vfat, btrfs) has nothing more to write, and shows it in statfs.
 	 */
-	if (!ret)
-		ret = SYS(SYS_fsync, fd);
-	if (fd >= 0)
-		SYS(SYS_close, fd);
-	if (ret)
-		why = strerror((int)-ret);
-	else if (mounted_writable && root_read_only())
-		why = "the filesystem went read-only after an error";
+	if (synced)
+		snprintf(s.data, PATH_MAX, "lklfuse: %s: %s: %s\n", o.image,
+			 loss, strerror((int)-synced));
+	else if (fsynced == -EIO)
+		snprintf(s.data, PATH_MAX, "lklfuse: %s: the filesystem shut "
+			 "itself down after an error: %s\n", o.image, loss);
+	else if (root_read_only())
+		snprintf(s.data, PATH_MAX, "lklfuse: %s: the filesystem went "
+			 "read-only after an error: %s\n", o.image, loss);
 	else
 		return true;
-	snprintf(s.data, PATH_MAX,
-		 "lklfuse: %s: what was written may not all be in the image: "
-		 "%s\n", o.image, why);
 	fputs(s.data, stderr);
 	syslog(LOG_ERR, "%s", s.data + strlen("lklfuse: "));	/* as a daemon */
 	fd = o.log ? SYS(SYS_open, wpath(s.path[0], "/dev/kmsg"), O_WRONLY) : -1;
@@ -2013,7 +2018,7 @@ int main(int argc, char **argv)
 	/* libfuse restores SIGPIPE: a closed stderr must not kill us now. */
 	signal(SIGPIPE, SIG_IGN);
 	fuse.session_destroy(se);
-	if (!o.readonly && !sync_image())
+	if (mounted_writable && !sync_image())
 		ret = 1;
 	if (lkl_um_halt(k, 60000) != 0) {
 		fprintf(stderr, "lklfuse: %s: the kernel did not power off "

@@ -436,6 +436,7 @@ static int image_size(int fd, uint64_t *size)
  */
 static void open_direct(struct blk *b)
 {
+	int reads_told = lkl_um_host_cache_known(b->fd);
 	struct statx stx;
 	char path[32];
 
@@ -445,8 +446,7 @@ static void open_direct(struct blk *b)
 	    !S_ISREG(stx.stx_mode))
 		return;
 	/* Reads go around the host's cache only where it tells what it has. */
-	b->direct_reads = !lkl_um_cache_view_open(&b->cache, b->fd);
-	if (b->readonly && !b->direct_reads)
+	if (b->readonly && !reads_told)
 		return;
 	/*
 	 * Whole pages only: a buffered write to the rest of a page that a
@@ -455,10 +455,8 @@ static void open_direct(struct blk *b)
 	 */
 	b->direct_align = (unsigned int)sysconf(_SC_PAGESIZE);
 	if (stx.stx_mask & STATX_DIOALIGN) {
-		if (!stx.stx_dio_offset_align) {
-			b->direct_reads = 0;
+		if (!stx.stx_dio_offset_align)
 			return;	/* the filesystem has no O_DIRECT */
-		}
 		if (stx.stx_dio_offset_align > b->direct_align)
 			b->direct_align = stx.stx_dio_offset_align;
 		if (stx.stx_dio_mem_align > b->direct_align)
@@ -467,8 +465,8 @@ static void open_direct(struct blk *b)
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", b->fd);
 	b->direct_fd = open(path, (b->readonly ? O_RDONLY : O_RDWR) |
 				  O_DIRECT | O_CLOEXEC);
-	if (b->direct_fd < 0)
-		b->direct_reads = 0;
+	if (b->direct_fd >= 0 && reads_told)
+		b->direct_reads = !lkl_um_cache_view_open(&b->cache, b->fd);
 }
 
 static void stop_workers(struct blk *b)

@@ -13,9 +13,7 @@
 #ifndef LKL_UM_HOST_CACHE_H
 #define LKL_UM_HOST_CACHE_H
 
-#include <fcntl.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -26,25 +24,41 @@ struct lkl_um_cache_view {
 	uint64_t size;
 };
 
-/*
- * Whether mincore tells the truth about @fd's file: the host reveals the
- * cache of a file only to a caller who owns it or may write it (or root);
- * to anyone else mincore says all of it is cached.
- */
-static inline int lkl_um_cache_told(int fd, const struct stat *st)
+/* Past any folio of a file @size long: no large folio reaches this far. */
+static inline uint64_t lkl_um_past_folios(uint64_t size)
 {
-	char path[32];
+	const uint64_t gib = 1ULL << 30;
 
-	if (geteuid() == 0 || st->st_uid == geteuid() ||
-	    (fcntl(fd, F_GETFL) & O_ACCMODE) != O_RDONLY)
+	return (size + 2 * gib - 1) / gib * gib;
+}
+
+/*
+ * Whether the host hides its cache of @fd's file (@size long) from us, as
+ * it does from a caller who may neither write the file nor owns it (with
+ * CAP_FOWNER over its owner): mincore then says every page is cached.
+ * Asked of a page past the file's end, which no cache can hold.
+ */
+static inline int lkl_um_cache_hidden(int fd, uint64_t size)
+{
+	long page = sysconf(_SC_PAGESIZE);
+	unsigned char cached = 1;
+	void *beyond = mmap(NULL, (size_t)page, PROT_READ, MAP_SHARED, fd,
+			    (off_t)lkl_um_past_folios(size));
+
+	if (beyond == MAP_FAILED)
 		return 1;
-	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
-	return faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0;
+	if (mincore(beyond, (size_t)page, &cached))
+		cached = 1;
+	munmap(beyond, (size_t)page);
+	return cached & 1;
 }
 
 /*
  * Maps @fd's file (a regular one) to look at its cache: 0, or -1 where the
  * host would not tell or the file cannot be mapped; @v then has no map.
+ * The mapping takes address space only, as large as the file: up to the
+ * 128 TiB of x86-64's user half, past which mmap fails and reads stay
+ * buffered.
  */
 static inline int lkl_um_cache_view_open(struct lkl_um_cache_view *v, int fd)
 {
@@ -54,7 +68,7 @@ static inline int lkl_um_cache_view_open(struct lkl_um_cache_view *v, int fd)
 	v->map = NULL;
 	v->size = 0;
 	if (fstat(fd, &st) || !S_ISREG(st.st_mode) || st.st_size <= 0 ||
-	    !lkl_um_cache_told(fd, &st))
+	    lkl_um_cache_hidden(fd, (uint64_t)st.st_size))
 		return -1;
 	map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
 	if (map == MAP_FAILED)
@@ -64,6 +78,7 @@ static inline int lkl_um_cache_view_open(struct lkl_um_cache_view *v, int fd)
 	return 0;
 }
 
+/* Unmaps what lkl_um_cache_view_open() mapped; @v has no map after. */
 static inline void lkl_um_cache_view_close(struct lkl_um_cache_view *v)
 {
 	if (v->map)

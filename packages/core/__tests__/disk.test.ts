@@ -284,7 +284,6 @@ async function withDirectFile(
   }
 }
 
-/* How much of @file the host has in its page cache, in bytes. */
 /* An overlayfs mount over directories in `base`, as a container's root is; its path. */
 function overlayDir(base: string): string {
   for (const d of ['lower', 'upper', 'work', 'merged']) mkdirSync(join(base, d), { recursive: true });
@@ -293,6 +292,7 @@ function overlayDir(base: string): string {
   return join(base, 'merged');
 }
 
+/* How much of @file the host has in its page cache, in bytes. */
 function cachedBytes(file: string): number {
   return Number(run('fincore', ['--bytes', '--noheadings', '--output', 'RES', file]).trim());
 }
@@ -348,23 +348,23 @@ describe('big files and sparse images', () => {
     ['writable, through overlayfs', false, true],
   ])('large reads of what the host has not cached go around its cache, and see what it holds unwritten (%s)', async (_, readOnly, overlay) => {
     const dir = overlay ? overlayDir(join(work, 'overlay')) : work;
-    const image = join(dir, 'uncached.img');
-    const data = Buffer.concat(Array.from({ length: 6 }, () => RANDOM)).subarray(0, 16 << 20);
-    writeFileSync(image, data);
-    // Out of the host's cache: written back, then dropped (not on tmpfs,
-    // whose files live in the cache).
-    run('dd', ['if=/dev/null', `of=${image}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
-    const dropped = cachedBytes(image) < 1 << 20;
-    // A page the host has in its cache, not yet written back.
-    const fresh = randomBytes(4096);
-    const fd = openSync(image, 'r+');
-    writeSync(fd, fresh, 0, fresh.length, 5 << 20);
-    const aroundCache = host.cacheKnown(fd) && hostDoesDirectIo(dir);
-    closeSync(fd);
-    const want = Buffer.from(data);
-    fresh.copy(want, 5 << 20);
-
     try {
+      const image = join(dir, 'uncached.img');
+      const data = Buffer.concat(Array.from({ length: 6 }, () => RANDOM)).subarray(0, 16 << 20);
+      writeFileSync(image, data);
+      // Out of the host's cache: written back, then dropped (not on tmpfs,
+      // whose files live in the cache).
+      run('dd', ['if=/dev/null', `of=${image}`, 'oflag=nocache', 'conv=notrunc,fdatasync', 'count=0', 'status=none']);
+      const dropped = cachedBytes(image) < 1 << 20;
+      // A page the host has in its cache, not yet written back.
+      const fresh = randomBytes(4096);
+      const fd = openSync(image, 'r+');
+      writeSync(fd, fresh, 0, fresh.length, 5 << 20);
+      const aroundCache = host.cacheKnown(fd) && hostDoesDirectIo(dir);
+      closeSync(fd);
+      const want = Buffer.from(data);
+      fresh.copy(want, 5 << 20);
+
       const disk = await k.addDisk(image, { readOnly });
       const back = await k.fs.readFile(disk.path);
       await disk.remove();
@@ -378,8 +378,8 @@ describe('big files and sparse images', () => {
         else expect(cachedBytes(image)).toBeGreaterThanOrEqual(15 << 20);
       }
       if (overlay) expect(aroundCache).toBe(hostDoesDirectIo(work)); // known through overlayfs too
-    } finally {
       rmSync(image);
+    } finally {
       if (overlay) run('umount', [dir]);
     }
   });

@@ -93,38 +93,37 @@ async function readOnlyNow(kernel: Kernel, root: string): Promise<boolean> {
 }
 
 /*
- * syncfs(2) of the filesystem at `root`: undefined once everything written
- * is in the image, else the error, in the kernel's words too (its `log`
- * since the mount).  syncfs says 0 in two cases where what was written is
- * lost: a filesystem that shut itself down after an error (ext4, xfs, f2fs)
- * says EIO to an fsync of its root, though; one that went read-only (vfat,
- * btrfs) has nothing more to write, and shows it in statfs(2).
+ * syncfs(2) of the filesystem at `root`, mounted read-write: undefined once
+ * everything written is in the image, else the error, in the kernel's
+ * words too (its `log` since the mount).  syncfs says 0 in two cases where
+ * what was written is lost: a filesystem that shut itself down after an
+ * error (ext4, xfs, f2fs) says EIO to an fsync of its root, though; one
+ * that went read-only (vfat, btrfs) has nothing more to write, and shows it
+ * in statfs(2).
  */
-async function syncImage(
-  kernel: Kernel,
-  root: string,
-  image: string,
-  log: KernelLog,
-  mountedWritable: boolean,
-): Promise<KernelError | undefined> {
+async function syncImage(kernel: Kernel, root: string, image: string, log: KernelLog): Promise<KernelError | undefined> {
   const fd = await kernel.withBuffer(Buffer.byteLength(root) + 1, async (b) =>
     kernel.call(NR.openat, C.AT_FDCWD, b.cstring(root), C.O_RDONLY | C.O_DIRECTORY | C.O_CLOEXEC, 0),
   );
-  let ret = fd < 0 ? fd : await kernel.call(NR.syncfs, fd);
-  if (ret === 0) ret = await kernel.call(NR.fsync, fd);
+  const synced = fd < 0 ? fd : await kernel.call(NR.syncfs, fd);
+  // EINVAL: directories there take no fsync, which tells nothing.
+  const fsynced = synced === 0 ? await kernel.call(NR.fsync, fd) : 0;
   if (fd >= 0) await kernel.call(NR.close, fd);
   let e: KernelError;
   let why: string;
-  if (ret < 0) {
-    e = new KernelError(-ret, 'syncfs', image);
-    why = `${e.code} (${errnoMessage(-ret)})${hostFull(image)}`;
-  } else if (mountedWritable && (await readOnlyNow(kernel, root))) {
-    e = new KernelError(ERRNO.EIO, 'syncfs', image);
-    why = 'the filesystem went read-only after an error';
+  if (synced < 0) {
+    e = new KernelError(-synced, 'syncfs', image);
+    why = `what was written may not all be in the image: ${e.code} (${errnoMessage(-synced)})${hostFull(image)}`;
+  } else if (fsynced === -ERRNO.EIO) {
+    e = new KernelError(ERRNO.EIO, 'fsync', image);
+    why = 'the filesystem shut itself down after an error: what was written may not all be in the image';
+  } else if (await readOnlyNow(kernel, root)) {
+    e = new KernelError(ERRNO.EROFS, 'statfs', image);
+    why = 'the filesystem went read-only after an error: what was written may not all be in the image';
   } else {
     return undefined;
   }
-  e.message = `${image}: what was written may not all be in the image: ${why}${await log.said()}`;
+  e.message = `${image}: ${why}${await log.said()}`;
   return e;
 }
 
@@ -147,8 +146,10 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
       options: o.options,
     });
     // Watched from here: writes fail in the background, long before close.
-    const log = o.readOnly ? undefined : await watchKernelLog(kernel);
-    const mountedWritable = !o.readOnly && !(await readOnlyNow(kernel, root));
+    // Only a filesystem mounted read-write takes writes (squashfs, say,
+    // mounts read-only when asked for read-write).
+    const writable = !o.readOnly && !(await readOnlyNow(kernel, root));
+    const log = writable ? await watchKernelLog(kernel) : undefined;
     let closing: Promise<void> | undefined;
     return {
       kernel,
@@ -158,7 +159,7 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
         (closing ??= (async () => {
           // What was written must be in the image: a write the host
           // refused (its disk full, say) is told, not lost in silence.
-          const failed = log && (await syncImage(kernel, root, o.image, log, mountedWritable));
+          const failed = log && (await syncImage(kernel, root, o.image, log));
           await log?.close();
           // Calls still in flight keep it busy for a moment: wait for them.
           // Failing that, the disk stays: the kernel's halt closes every

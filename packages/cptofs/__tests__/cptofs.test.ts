@@ -24,7 +24,7 @@ const bin = (name: string) => join(__dirname, '../bin', `${name}.js`);
 
 function cli(name: 'cptofs' | 'cpfromfs', args: string[]) {
   const r = spawnSync(process.execPath, [bin(name), ...args], { encoding: 'utf8' });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return r;
 }
 
 let work: string;
@@ -267,7 +267,7 @@ describe('errors', () => {
       expect(r.status).toBe(2);
       expect(r.stderr).toMatch(/cannot copy '.*damaged\/x' to '\/damaged\/x': EBADMSG: bad checksum: the filesystem is damaged/);
       expect(r.stderr).toMatch(
-        new RegExp(`${image}: what was written may not all be in the image: EIO \\(i/o error\\); the kernel said: .*Remounting filesystem read-only`),
+        new RegExp(`${image}: the filesystem shut itself down after an error: what was written may not all be in the image; the kernel said: .*Remounting filesystem read-only`),
       );
       expect(run('debugfs', ['-R', 'stat /first', image])).not.toMatch(/Size: 5242880/);
     });
@@ -278,10 +278,19 @@ describe('errors', () => {
       const r = cli('cptofs', ['-i', image, ...sources(), '/']);
       expect(r.status).toBe(2);
       expect(r.stderr).toContain(
-        `${image}: what was written may not all be in the image: the filesystem went read-only after an error; ` +
+        `${image}: the filesystem went read-only after an error: what was written may not all be in the image; ` +
           'the kernel said: FAT-fs (vda): error, invalid access to FAT (entry 0x00000001)',
       );
       expect(run('mdir', ['-i', image, '::/first'])).not.toMatch(/5242880/);
+    });
+
+    test('a squashfs image, which the kernel mounts read-only: each file refused, nothing lost to tell, exit 1', () => {
+      const image = join(work, 'plain.squashfs');
+      FILESYSTEMS.find((f) => f.type === 'squashfs')!.make(image, tree);
+      const r = cli('cptofs', ['-i', image, join(tree, 'file'), '/']);
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/EROFS/);
+      expect(r.stderr).not.toMatch(/may not all be in the image/);
     });
 
     test('ext4 goes on (errors=continue): the file is kept, only the directory fails, exit 1', () => {

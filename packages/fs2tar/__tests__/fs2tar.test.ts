@@ -16,7 +16,7 @@ const cptofs = join(__dirname, '../../cptofs/bin/cptofs.js');
 
 function cli(args: string[], opts: { input?: string } = {}) {
   const r = spawnSync(process.execPath, [fs2tar, ...args], { encoding: 'utf8', input: opts.input });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+  return r;
 }
 
 function untar(archive: string, dir: string): void {

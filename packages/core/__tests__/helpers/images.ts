@@ -32,8 +32,9 @@ export function run(cmd: string, args: string[], opts: { input?: string } = {}):
 }
 
 /** Asserts that a command run by a test exited 0; when not, the failure shows its stderr. */
-export function expectSuccess(r: { status: number | null; stderr: string | Buffer }): void {
-  if (r.status !== 0) throw new Error(`exited ${r.status}, saying:\n${r.stderr}`);
+export function expectSuccess(r: { status: number | null; signal?: string | null; error?: Error; stderr: string | Buffer | null }): void {
+  if (r.error) throw r.error; // not started
+  if (r.status !== 0) throw new Error(`${r.signal ? `killed by ${r.signal}` : `exited ${r.status}`}, saying:\n${r.stderr}`);
 }
 
 /** Runs a command, sends it SIGINT after `afterMs`; its exit status and stderr. */

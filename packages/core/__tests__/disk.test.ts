@@ -597,12 +597,12 @@ describe('bad input', () => {
     await expect(k.addDisk(work)).rejects.toMatchObject({ code: 'EISDIR' });
   });
 
-  test('an empty file: no filesystem, and the error lists what was tried', async () => {
+  test('an empty file: said so, not a list of every filesystem tried', async () => {
     const image = join(work, 'empty.img');
     writeFileSync(image, '');
     const disk = await k.addDisk(image);
     expect(disk.size).toBe(0);
-    await expect(k.mount(disk)).rejects.toThrow(/no filesystem the kernel knows; tried .*ext4.*xfs/);
+    await expect(k.mount(disk)).rejects.toThrow(`${image}: empty (0 bytes): no filesystem in it`);
     await disk.remove();
   });
 

@@ -127,11 +127,16 @@ export function parseCommandLine(cmd: { parse(argv: string[]): unknown }, argv: 
   }
 }
 
-/** A commander parser for an option that takes a whole number. */
-export function integerOption(what: string): (value: string) => number {
+/** The largest uid or gid: (uid_t)-1 means "leave it as it is" to chown(2). */
+export const MAX_ID = 0xfffffffe;
+
+/** A commander parser for an option that takes a whole number, up to `max`. */
+export function integerOption(what: string, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {
     // The code makes commander say so, as for its own usage errors.
-    if (!/^\d+$/.test(value)) throw Object.assign(new Error(`${what} must be a number`), { code: 'commander.invalidArgument' });
+    const invalid = (why: string) => Object.assign(new Error(`${what} must be ${why}`), { code: 'commander.invalidArgument' });
+    if (!/^\d+$/.test(value)) throw invalid('a number');
+    if (Number(value) > max) throw invalid(`a number up to ${max}`);
     return Number(value);
   };
 }

@@ -19,6 +19,7 @@ const EROFS = 30;
 const JOURNALED = new Set(['ext3', 'ext4', 'xfs']);
 const EACCES = 13;
 const ENODEV = 19;
+const EINVAL = 22;
 const EPIPE = 32;
 
 export interface AddDiskOptions {
@@ -378,6 +379,17 @@ export async function probeType(kernel: Kernel, device: string): Promise<string 
   }
 }
 
+/*
+ * The names users give filesystems whose driver here has another: NTFS is
+ * ntfs3 (the old read-only ntfs driver left Linux in 6.9).
+ */
+const TYPE_ALIASES: Record<string, string> = { ntfs: 'ntfs3' };
+
+/** The kernel's name for filesystem type `type`: 'ntfs' -> 'ntfs3'. */
+export function kernelTypeOf(type: string): string {
+  return TYPE_ALIASES[type] ?? type;
+}
+
 /** The block filesystems the kernel knows, from /proc/filesystems. */
 async function blockFilesystems(kernel: Kernel): Promise<string[]> {
   const text = await kernel.fs.readFile('/proc/filesystems', 'utf8');
@@ -393,6 +405,17 @@ export interface KernelLog {
   /** What it has said since (or since the last call): '; the kernel said: ...', or ''. */
   said(): Promise<string>;
   close(): Promise<void>;
+}
+
+/*
+ * A /dev/kmsg record's text as one line: the kernel writes a byte that is
+ * not printable (a newline inside the message, say) as \xNN.
+ */
+function kmsgText(text: string): string {
+  return text
+    .replace(/\\x([0-9a-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)))
+    .trim()
+    .replace(/\s*\n\s*/g, ' ');
 }
 
 /* The first lines are the telling ones: a failing disk says the same many times. */
@@ -415,7 +438,7 @@ export async function watchKernelLog(kernel: Kernel): Promise<KernelLog> {
           }
           if (n <= 0) break;
           const record = buf.bytes.subarray(0, n).toString('utf8');
-          lines.push(record.slice(record.indexOf(';') + 1).trim());
+          lines.push(kmsgText(record.slice(record.indexOf(';') + 1)));
         }
       });
     }
@@ -495,12 +518,12 @@ function refuseHostMounted(disk: Disk, partition: number, named: string): void {
   const mounted = hostMountOf(disk.file, disk.file.rdev, part ? { start: part.start, size: part.size } : { start: 0, size: disk.size });
   const e = new KernelError(EBUSY, 'mount', disk.image);
   if (mounted) {
-    e.message = `${named}: mounted by the host on ${mounted.target} (${mounted.device}; EBUSY): unmount it there first, or mount it read-only`;
+    e.message = `${named}: mounted by the host on ${mounted.target} (${mounted.device}; EBUSY): unmount it there first (only reading it needs no unmount)`;
     throw e;
   }
   const server = fuseServerWriting(disk.file);
   if (server) {
-    e.message = `${named}: served by ${server.name} (pid ${server.pid}), a FUSE filesystem with it open for writing (EBUSY): unmount it first, or mount it read-only`;
+    e.message = `${named}: served by ${server.name} (pid ${server.pid}), a FUSE filesystem with it open for writing (EBUSY): unmount it first (only reading it needs no unmount)`;
     throw e;
   }
 }
@@ -518,10 +541,15 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const flags = optionFlags | (readOnly ? C.MS_RDONLY : 0);
   const named = `${disk.image}${options.partition ? ` partition ${options.partition}` : ''}`;
   if (!readOnly) refuseHostMounted(disk, options.partition ?? 0, named);
+  if (!disk.size) {
+    const e = new KernelError(EINVAL, 'mount', disk.image);
+    e.message = `${disk.image}: empty (0 bytes): no filesystem in it`;
+    throw e;
+  }
   await kernel.fs.mkdir(target, { recursive: true });
 
   // As mount(8) with blkid: a signature found names the one type to try.
-  const given = options.type && options.type !== 'auto' ? options.type : undefined;
+  const given = options.type && options.type !== 'auto' ? kernelTypeOf(options.type) : undefined;
   const found = given ? undefined : await probeType(kernel, device);
   const known = await blockFilesystems(kernel);
   if (given && !known.includes(given) && !['ext2', 'ext3'].includes(given)) {
@@ -544,13 +572,11 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
       if (-ret === EROFS && readOnly && JOURNALED.has(type)) {
         ret = await kernel.mountRaw(device, target, type, flags, data ? `${data},norecovery` : 'norecovery');
       }
+      // A filesystem the kernel only reads (iso9660) refuses read-write:
+      // mounted read-only, as mount(8) does (squashfs does it itself).
+      if (-ret === EACCES && !readOnly) ret = await kernel.mountRaw(device, target, type, flags | C.MS_RDONLY, data);
       if (ret === 0) return target;
       tried.push(`${type}: ${new KernelError(-ret, 'mount').code}`);
-      if (-ret === EACCES && !readOnly) {
-        const e = new KernelError(EROFS, 'mount', `${disk.image}`);
-        e.message = `${disk.image}: the disk is read-only: mount it with { readOnly: true }`;
-        throw e;
-      }
       if (type === given || type === found) {
         const e = new KernelError(-ret, 'mount', `${device} on ${target} as ${type}`);
         // Named as the caller knows it: the image, not the kernel's device.
@@ -562,12 +588,12 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
     }
     if (foundFailed) throw foundFailed;
     if (!options.partition && disk.partitions.length) {
-      const e = new KernelError(22 /* EINVAL */, 'mount', `${device} on ${target}`);
+      const e = new KernelError(EINVAL, 'mount', `${device} on ${target}`);
       const numbers = disk.partitions.map((p) => p.number).join(', ');
       e.message = `${named}: a partitioned disk (partitions ${numbers}): name the partition to mount (cptofs, fs2tar: -P N; lklfuse: -o part=N)`;
       throw e;
     }
-    const e = new KernelError(22 /* EINVAL */, 'mount', `${device} on ${target}`);
+    const e = new KernelError(EINVAL, 'mount', `${device} on ${target}`);
     e.message = `${named}: no filesystem the kernel knows; tried ${tried.join(', ')}${await log.said()}`;
     throw e;
   } finally {

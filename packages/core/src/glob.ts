@@ -36,8 +36,10 @@ export function hasGlob(s: string): boolean {
 
 /**
  * --exclude patterns, as tar and rsync take them: a pattern with no '/'
- * matches an entry's name wherever it is; one with a '/' matches its path
- * relative to what is being copied (a leading '/' anchors it there too).
+ * matches an entry's name wherever it is; one with a '/' matches the end of
+ * its path, whole names (a/b: x/a/b too), and with a leading '/' its whole
+ * path, from the top of what is being copied (the source itself, or what is
+ * in it for '.' and 'dir/.').
  */
 export class Excluder {
   readonly #byName: RegExp[] = [];
@@ -45,10 +47,12 @@ export class Excluder {
 
   constructor(patterns: string[]) {
     for (const p of patterns) {
-      // Names in an archive start with './' (fs2tar's do): patterns may too.
-      const trimmed = p.replace(/\/+$/, '').replace(/^(\.\/)+/, '');
-      if (trimmed.includes('/')) this.#byPath.push(globToRegExp(trimmed.replace(/^\/+/, '')));
-      else this.#byName.push(globToRegExp(trimmed));
+      // From the top: '/a/b', or './a/b' as names in an archive start (fs2tar's do).
+      const fromTop = /^\.?\//.test(p);
+      const trimmed = p.replace(/\/+$/, '').replace(/^(\.?\/)+/, '');
+      if (!fromTop && !trimmed.includes('/')) this.#byName.push(globToRegExp(trimmed));
+      else if (fromTop) this.#byPath.push(globToRegExp(trimmed));
+      else this.#byPath.push(new RegExp(`^(?:.*/)?${globToRegExp(trimmed).source.slice(1)}`));
     }
   }
 

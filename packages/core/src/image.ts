@@ -3,7 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { closeSync, existsSync, openSync, rmSync, statfsSync } from 'node:fs';
 import { dirname, posix, resolve } from 'node:path';
-import { Disk, KernelLog, watchKernelLog } from './disk';
+import { Disk, KernelLog, kernelTypeOf, watchKernelLog } from './disk';
 import { errnoMessage, KernelError } from './errors';
 import { CONSTANTS as C, ERRNO, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import { Kernel, parseSize } from './kernel';
@@ -42,8 +42,19 @@ export interface MountedImage {
   close(): Promise<void>;
 }
 
+/* Types the kernel only reads: their tools make them from a tree, never empty. */
+const MADE_FROM_A_TREE: Record<string, string> = {
+  squashfs: 'mksquashfs DIR IMAGE',
+  erofs: 'mkfs.erofs IMAGE DIR',
+  iso9660: 'xorriso -as mkisofs -o IMAGE DIR',
+};
+
 /** Makes an image file with the host's mkfs.<type>: truncate, then mkfs. */
-export function createImage(image: string, size: string, type: string): void {
+export function createImage(image: string, size: string, given: string): void {
+  const type = kernelTypeOf(given);
+  if (MADE_FROM_A_TREE[type]) {
+    throw new Error(`cannot make ${image}: the kernel only reads ${type}, made from a tree (${MADE_FROM_A_TREE[type]}), not empty`);
+  }
   const bytes = parseSize(size);
   const fd = openSync(image, 'wx');
   closeSync(fd);

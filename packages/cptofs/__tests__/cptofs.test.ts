@@ -219,6 +219,12 @@ describe('errors', () => {
     r = cli('cptofs', ['-i', image, tree]);
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/missing destination \(usage: cptofs -i IMAGE SOURCE\.\.\. DEST\)/);
+    // An owner past uid_t would wrap (2^32 to root; 2^32-1 is chown's "unchanged").
+    for (const [option, id] of [['-o', '4294967295'], ['-g', '4294967296'], ['-o', '99999999999']]) {
+      r = cli('cptofs', ['-i', image, option, id, tree, '/']);
+      expect([option, id, r.status]).toEqual([option, id, 2]);
+      expect(r.stderr).toMatch(/must be a number up to 4294967294/);
+    }
   });
 
   test('a full image: ENOSPC named, exit 1, what fit is intact and fsck clean', () => {
@@ -353,9 +359,23 @@ describe('many at once, interruptions, links and odd paths', () => {
     for (let i = 0; i < 24; i++) fs.writeFileSync(join(src, `f${i}`), block);
     const image = freshImage('interrupted.img', 1 << 30);
     const { status, stderr } = await runInterrupted(process.execPath, [bin('cptofs'), '-i', image, src, '/'], 600);
-    expect(stderr).toBe('cptofs: interrupted: syncing and unmounting what was copied\n');
+    const [first, ...rest] = stderr.trimEnd().split('\n');
+    expect(first).toBe('cptofs: interrupted: syncing and unmounting what was copied');
     expect(status).toBe(130);
     run('e2fsck', ['-fn', image]);
+    // The files cut short are named; every other file there is whole.
+    const incomplete = new Set<string>();
+    for (const line of rest) {
+      const m = /^cptofs: interrupted: '(\/long\/f\d+)' is incomplete \((\d+) of 33554432 bytes\)$/.exec(line);
+      expect([line, m !== null]).toEqual([line, true]);
+      incomplete.add(m![1]);
+    }
+    withLoop(image, (mnt) => {
+      for (const name of fs.existsSync(join(mnt, 'long')) ? fs.readdirSync(join(mnt, 'long')) : []) {
+        const size = fs.statSync(join(mnt, 'long', name)).size;
+        expect([name, size < 32 << 20]).toEqual([name, incomplete.has(`/long/${name}`)]);
+      }
+    });
   });
 
   test('hard links of every kind stay links, also over an earlier copy', () => {
@@ -395,6 +415,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     fs.writeFileSync(newBig, Buffer.alloc(600 << 10, 2));
     const newSmall = join(work, 'new-small');
     fs.writeFileSync(newSmall, 'new');
+    fs.chmodSync(newSmall, 0o750); // the old one is 644: the new mode comes too, as with cp -a
     for (const [from, to] of [[newBig, '/inplace/big'], [newSmall, '/inplace/small']]) {
       const r = cli('cptofs', ['-i', image, from, to]);
       expect(r.stderr).toBe('');
@@ -406,15 +427,18 @@ describe('many at once, interruptions, links and odd paths', () => {
       expect(fs.statSync(at('big2')).ino).toBe(fs.statSync(at('big')).ino);
       expect(sum(at('big2'))).toBe(sum(newBig));
       expect(fs.readFileSync(at('small2'), 'utf8')).toBe('new');
+      expect(fs.statSync(at('small')).mode & 0o7777).toBe(0o750);
     });
     // And out: a host file with a second name gets the image's data in place.
     const out = join(work, 'inplace-out');
     fs.rmSync(out, { recursive: true, force: true });
     fs.mkdirSync(out);
     fs.writeFileSync(join(out, 'x'), 'something longer than new');
+    fs.chmodSync(join(out, 'x'), 0o600);
     fs.linkSync(join(out, 'x'), join(out, 'x2'));
     expectSuccess(cli('cpfromfs', ['-i', image, '/inplace/small', join(out, 'x')]));
     expect(fs.readFileSync(join(out, 'x2'), 'utf8')).toBe('new');
+    expect(fs.statSync(join(out, 'x2')).mode & 0o7777).toBe(0o750);
 
     // Two sources onto two names of one file: written once in place, then
     // the second name gets its own file; neither is a mix of both.
@@ -611,6 +635,29 @@ describe('many at once, interruptions, links and odd paths', () => {
     });
   });
 
+  test('--exclude a/b matches a/b at any depth, /a/b from the top of what is copied, also for .', () => {
+    const src = join(work, 'exs');
+    for (const d of ['a', 'x/a']) fs.mkdirSync(join(src, d), { recursive: true });
+    for (const f of ['a/b', 'a/c', 'x/a/b']) fs.writeFileSync(join(src, f), f);
+    const image = freshImage('exclude.img', 64 << 20);
+    const copy = (dest: string, pattern: string, source: string) => {
+      const r = spawnSync(process.execPath, [bin('cptofs'), '-i', image, '--exclude', pattern, source, dest], { cwd: src, encoding: 'utf8' });
+      expectSuccess(r);
+    };
+    run('debugfs', ['-w', '-R', 'mkdir /dot-any', image]);
+    copy('/dot-any', 'a/b', '.');
+    run('debugfs', ['-w', '-R', 'mkdir /dot-top', image]);
+    copy('/dot-top', '/a/b', '.');
+    copy('/named-top', '/a/b', src); // the top is exs itself: /exs/a/b would be it
+    copy('/named-top-2', '/exs/a/b', src);
+    withLoop(image, (mnt) => {
+      const has = (path: string) => fs.existsSync(join(mnt, path));
+      expect(['dot-any/a/b', 'dot-any/x/a/b', 'dot-any/a/c'].map(has)).toEqual([false, false, true]);
+      expect(['dot-top/a/b', 'dot-top/x/a/b'].map(has)).toEqual([false, true]);
+      expect(['named-top/a/b', 'named-top-2/a/b', 'named-top-2/x/a/b'].map(has)).toEqual([true, false, true]);
+    });
+  });
+
   test('dir/. copies what is in dir, as cp -a dir/. dest does', () => {
     const image = freshImage('dot.img', 64 << 20);
     const r = spawnSync(process.execPath, [bin('cptofs'), '-i', image, '.', '/'], { cwd: tree, encoding: 'utf8' });
@@ -666,5 +713,20 @@ describe('many at once, interruptions, links and odd paths', () => {
     expect(r.status).toBe(2);
     expect(r.stderr).toMatch(/mkfs\.xfs failed/);
     expect(fs.existsSync(image)).toBe(false);
+    // A type the kernel only reads is made from a tree: said so, before mkfs.
+    const squash = cli('cptofs', ['-i', image, '-t', 'squashfs', '--create', '16M', join(tree, 'file'), '/']);
+    expect(squash.status).toBe(2);
+    expect(squash.stderr).toMatch(/the kernel only reads squashfs, made from a tree \(mksquashfs DIR IMAGE\), not empty/);
+    expect(fs.existsSync(image)).toBe(false);
+  });
+
+  test('-t ntfs is the kernel\'s ntfs3, for --create too', () => {
+    const image = join(work, 'created.ntfs');
+    fs.rmSync(image, { force: true });
+    expectSuccess(cli('cptofs', ['-i', image, '-t', 'ntfs', '--create', '32M', join(tree, 'file'), '/']));
+    const out = join(work, 'ntfs-out');
+    fs.rmSync(out, { recursive: true, force: true });
+    expectSuccess(cli('cpfromfs', ['-i', image, '-t', 'ntfs', '--no-preserve=xattr', '/file', out]));
+    expect(fs.readFileSync(out).equals(fs.readFileSync(join(tree, 'file')))).toBe(true);
   });
 });

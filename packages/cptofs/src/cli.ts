@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { lstat as hostLstat, realpath } from 'node:fs/promises';
 import { statSync } from 'node:fs';
-import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, integerOption, MAX_ID, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { asBytes, CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
@@ -55,15 +55,15 @@ function program(name: Direction): Command {
     .option('-m, --mb <mb>', 'kernel memory in MiB', integerOption('--mb'), 256)
     .option('-p, --printk', 'show the kernel\'s messages')
     .option('--no-preserve <list>', 'do not keep these: mode, ownership, timestamps, links, xattr, all')
-    .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable); a name, or a path if it has a /').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
+    .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable): a name anywhere; a/b, a path ending so; /a/b, from the top').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
     .option('-v, --verbose', 'name each file as it is copied')
     .option('-q, --quiet', 'say nothing but errors')
     .option('--debug', 'show stack traces')
     .version(versionText(name, version), '--version');
   if (into) {
     cmd
-      .option('-o, --owner <uid>', 'owner of the copied files, instead of theirs', integerOption('--owner'))
-      .option('-g, --group <gid>', 'group of the copied files, instead of theirs', integerOption('--group'))
+      .option('-o, --owner <uid>', 'owner of the copied files, instead of theirs', integerOption('--owner', MAX_ID))
+      .option('-g, --group <gid>', 'group of the copied files, instead of theirs', integerOption('--group', MAX_ID))
       .option('-s, --selinux <context>', 'SELinux context (security.selinux) for the copied files')
       .option('--create <size>', 'make the image first if it does not exist, this size, with mkfs.TYPE (-t)');
   }
@@ -263,7 +263,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
       // is in dir (as for cp -a dir/. dest): their contents go to dest.
       const contents = from_ === image.root || /(^|\/)\.\/*$/.test(src);
       const target = destIsDir && !contents ? `${dest}/${name_}` : dest;
-      await copier.copy(from_, target, name_);
+      await copier.copy(from_, target, contents ? '' : name_);
     }
   } finally {
     report.stopProgress();

@@ -318,9 +318,18 @@ export class TreeCopier {
     if (this.#cancelled) throw Object.assign(new Error('cancelled'), { skipped: true });
   }
 
-  /** Copies `src` (on `from`) to `dest` (on `to`); `rel` names it for --exclude. */
+  /* A file left part-written by cancel(): named, so that nobody takes it for whole. */
+  #incomplete(dest: string, written: number, size: number): Error {
+    this.report.error(`interrupted: '${this.#show(dest)}' is incomplete (${written} of ${size} bytes)`);
+    return Object.assign(new Error('cancelled'), { skipped: true });
+  }
+
+  /**
+   * Copies `src` (on `from`) to `dest` (on `to`); `rel` names it for
+   * --exclude, '' for the top of a copy of what a directory holds ('.').
+   */
   async copy(src: string, dest: string, rel: string): Promise<void> {
-    if (this.#cancelled || this.options.exclude.excludes(rel)) return;
+    if (this.#cancelled || (rel && this.options.exclude.excludes(rel))) return;
     let st: Status;
     try {
       st = await this.from.lstat(src);
@@ -353,8 +362,8 @@ export class TreeCopier {
       this.report.error(`cannot read directory '${this.#show(src)}': ${this.#explain(e)}`);
       names = [];
     }
-    await Promise.all(names.map((n) => this.copy(`${src}/${n}`, `${dest}/${n}`, `${rel}/${n}`)));
-    if (!this.#cancelled) await this.#metadata(src, dest, st);
+    await Promise.all(names.map((n) => this.copy(`${src}/${n}`, `${dest}/${n}`, rel ? `${rel}/${n}` : n)));
+    if (!this.#cancelled) await this.#metadata(src, dest, st, false);
   }
 
   async #copyEntry(src: string, dest: string, st: Status): Promise<void> {
@@ -389,24 +398,25 @@ export class TreeCopier {
       } else {
         let done!: (target: string | undefined) => void;
         this.#links.set(key, new Promise((r) => (done = r)));
+        let fresh: boolean;
         try {
-          await this.#create(src, dest, st);
+          fresh = await this.#create(src, dest, st);
           done(dest);
         } catch (e) {
           done(undefined);
           throw e;
         }
-        return this.#finish(src, dest, st);
+        return this.#finish(src, dest, st, fresh);
       }
     }
-    await this.#create(src, dest, st);
-    return this.#finish(src, dest, st);
+    return this.#finish(src, dest, st, await this.#create(src, dest, st));
   }
 
-  async #finish(src: string, dest: string, st: Status): Promise<void> {
+  /* `fresh`: dest was made anew, with its mode, not written over. */
+  async #finish(src: string, dest: string, st: Status, fresh: boolean): Promise<void> {
     this.report.verbose(`'${this.#show(src)}' -> '${this.#show(dest)}'`);
     this.progress.files++;
-    await this.#metadata(src, dest, st);
+    await this.#metadata(src, dest, st, fresh);
   }
 
   /*
@@ -417,7 +427,7 @@ export class TreeCopier {
    * never copied over: two sources landing on one name (x/f and y/f into
    * one directory, or A and a on vfat) are an error, not a mix of both.
    */
-  async #create(src: string, dest: string, st: Status): Promise<void> {
+  async #create(src: string, dest: string, st: Status): Promise<boolean> {
     const dir = posix.dirname(dest);
     const inDir = this.#creating.get(dir) ?? new Set<Promise<void>>();
     this.#creating.set(dir, inDir);
@@ -429,7 +439,8 @@ export class TreeCopier {
       settle();
     };
     try {
-      return await this.#make(src, dest, st, false, made);
+      await this.#make(src, dest, st, false, made);
+      return true;
     } catch (e) {
       settle();
       if ((e as { code?: string }).code !== 'EEXIST') throw e;
@@ -447,7 +458,8 @@ export class TreeCopier {
       if (isReg(st.mode) && isReg(there.mode) && !this.#overwritten.has(inode(there))) {
         this.#overwritten.add(inode(there)); // at once, before another copy can look
         try {
-          return await this.#make(src, dest, st, true);
+          await this.#make(src, dest, st, true);
+          return false;
         } catch (e) {
           const code = (e as { code?: string }).code;
           if (code !== 'EACCES' && code !== 'EPERM' && code !== 'ETXTBSY') throw e;
@@ -459,7 +471,8 @@ export class TreeCopier {
       } catch (e) {
         throw refused ?? e; // why it could not be written, rather than why not removed
       }
-      return this.#make(src, dest, st, false, made);
+      await this.#make(src, dest, st, false, made);
+      return true;
     } finally {
       settle();
       inDir.delete(creating);
@@ -525,7 +538,7 @@ export class TreeCopier {
         try {
           for (const [start, end] of extents) {
             for (let at = start; at < end; ) {
-              this.#checkCancelled();
+              if (this.#cancelled) throw this.#incomplete(dest, at, st.size);
               const len = Math.min(buf.length, end - at);
               const n = await reader.read(len === buf.length ? buf : buf.subarray(0, len), at);
               if (n === 0) break;
@@ -561,8 +574,9 @@ export class TreeCopier {
   }
 
   /* Owner, then mode (chown clears setuid), then xattrs (chown clears
-   * security.capability), then times, which the others would change. */
-  async #metadata(src: string, dest: string, st: Status): Promise<void> {
+   * security.capability), then times, which the others would change.
+   * `fresh`: dest was made anew, with its mode. */
+  async #metadata(src: string, dest: string, st: Status, fresh: boolean): Promise<void> {
     const { preserve, owner, group, selinux } = this.options;
     const link = isLnk(st.mode);
     const mode = preserve.mode ? st.mode & 0o7777 : isDir(st.mode) ? 0o755 : 0o644;
@@ -576,9 +590,9 @@ export class TreeCopier {
       }
     }
     // What we created with the right mode needs no chmod, unless a chown
-    // cleared its setuid and setgid bits.
-    const settled = mode === this.#createMode(st, mode) && !(chowned && mode & 0o6000);
-    if (!link && !(settled && !isDir(st.mode))) {
+    // cleared its setuid and setgid bits; what we wrote over keeps its own.
+    const settled = fresh && mode === this.#createMode(st, mode) && !(chowned && mode & 0o6000);
+    if (!link && !settled) {
       await this.to.chmod(dest, mode).catch((e) => this.#lost(e, 'modes', 'modes', src));
     }
     if (preserve.xattr) {

@@ -67,9 +67,10 @@ static struct {
 	const char *log;		/* the kernel's messages go here */
 	char mountpoint_abs[PATH_MAX];	/* as /proc/self/mountinfo shows it */
 	int partition, readonly, mb, ready_fd, lock_fd, writeback, debug;
-	int daemon, single_thread;
+	int daemon, single_thread, max_read;
 	long uid, gid, mount_flags;	/* MS_* for the kernel's mount */
-} o = { .mb = 256, .ready_fd = -1, .lock_fd = -1, .uid = -1, .gid = -1 };
+} o = { .mb = 256, .ready_fd = -1, .lock_fd = -1, .uid = -1, .gid = -1,
+	.max_read = MAX_IO };
 
 /* --- system calls ----------------------------------------------------------- */
 
@@ -326,7 +327,7 @@ static void op_init(void *data, struct fuse_conn_info *conn)
 {
 	(void)data;
 	conn->max_write = MAX_IO;
-	conn->max_read = MAX_IO;
+	conn->max_read = (unsigned int)o.max_read;	/* as mounted: else no mount */
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	if (o.writeback && conn->capable & FUSE_CAP_WRITEBACK_CACHE)
@@ -1574,6 +1575,12 @@ static void mount_image(void)
 			 o.opts ? o.opts : "", o.opts ? "," : "");
 		ret = kmount(path, ROOT, o.type, flags, opts);
 	}
+	/*
+	 * A filesystem the kernel only reads (iso9660) refuses read-write:
+	 * mounted read-only, as mount(8) does (squashfs does it itself).
+	 */
+	if (ret == -EACCES && !o.readonly)
+		ret = kmount(path, ROOT, o.type, flags | MS_RDONLY, o.opts);
 	if (ret < 0)
 		die("%s: cannot mount as %s: %s", o.image, o.type,
 		    strerror((int)-ret));
@@ -1601,6 +1608,7 @@ static void parse(int argc, char **argv)
 		{ "--fuse-opts", .text = &o.fuse_opts },
 		{ "--partition", .number = &o.partition },
 		{ "--mb", .number = &o.mb },
+		{ "--max-read", .number = &o.max_read },
 		{ "--ready-fd", .number = &o.ready_fd },
 		{ "--lock-fd", .number = &o.lock_fd },
 		{ "--uid", .lnumber = &o.uid },
@@ -1940,6 +1948,8 @@ int main(int argc, char **argv)
 	/* A reader of our stderr that went away is not a reason to stop. */
 	signal(SIGPIPE, SIG_IGN);
 	parse(argc, argv);
+	if (o.max_read <= 0 || o.max_read > MAX_IO)
+		o.max_read = MAX_IO;	/* what the scratch buffers hold */
 	if (fuse_api_load(&fuse, why, sizeof(why)))
 		die("%s", why);
 	keep_lock();
@@ -1975,8 +1985,8 @@ int main(int argc, char **argv)
 	 */
 	escape_option(fsname, sizeof(fsname), o.image);
 	snprintf(fuse_o, sizeof(fuse_o),
-		 "fsname=%s,subtype=lklfuse,auto_unmount,max_read=%d%s%s%s", fsname, MAX_IO,
-		 o.readonly ? ",ro" : "", o.fuse_opts ? "," : "",
+		 "fsname=%s,subtype=lklfuse,auto_unmount,max_read=%d%s%s%s", fsname, o.max_read,
+		 mounted_writable ? "" : ",ro", o.fuse_opts ? "," : "",
 		 o.fuse_opts ? o.fuse_opts : "");
 	fargv[fargc++] = "lklfuse";
 	fargv[fargc++] = "-o";

@@ -85,13 +85,19 @@ function processIds(): string[] {
   }
 }
 
+/* An lklfuse server: its pid and the partition it serves (0: the whole disk). */
+interface LklfuseServer {
+  pid: number;
+  partition: number;
+}
+
 /*
- * The partition each lklfuse server serves, by mount point, from its
- * command line (--partition N; none: the whole disk).  A mount whose
- * server cannot be seen (another user's, with /proc's hidepid) is absent.
+ * The lklfuse servers, by mount point, from their command lines (the mount
+ * point last; --partition N).  A server this user cannot see (another
+ * user's, with /proc's hidepid) is absent.
  */
-function lklfusePartitions(): Map<string, number> {
-  const partitions = new Map<string, number>();
+function lklfuseServers(): Map<string, LklfuseServer> {
+  const servers = new Map<string, LklfuseServer>();
   for (const pid of processIds()) {
     let args: string[];
     try {
@@ -101,9 +107,18 @@ function lklfusePartitions(): Map<string, number> {
     }
     if (!args.length || basename(args[0]) !== 'lklfuse-server') continue;
     const at = args.indexOf('--partition');
-    partitions.set(args[args.length - 1], at < 0 ? 0 : Number(args[at + 1]));
+    servers.set(args[args.length - 1], { pid: Number(pid), partition: at < 0 ? 0 : Number(args[at + 1]) });
   }
-  return partitions;
+  return servers;
+}
+
+/**
+ * The lklfuse mount on `target` (a real path), undefined if there is none:
+ * its server's pid, when this user can see it.
+ */
+export function lklfuseMountAt(target: string): { server?: number } | undefined {
+  if (!hostMounts().some((m) => m.target === target && m.type === 'fuse.lklfuse')) return undefined;
+  return { server: lklfuseServers().get(target)?.pid };
 }
 
 /* Whether `source` is the image, or a loop device of it. */
@@ -127,9 +142,9 @@ function isImageOrLoop(source: string, image: FileId): boolean {
 export function lklfuseMountOf(image: FileId, partition: number): string | undefined {
   const mounts = hostMounts().filter((m) => m.type === 'fuse.lklfuse' && isImageOrLoop(m.source, image));
   if (!mounts.length) return undefined;
-  const served = lklfusePartitions();
+  const served = lklfuseServers();
   return mounts.find((m) => {
-    const theirs = served.get(m.target) ?? 0;
+    const theirs = served.get(m.target)?.partition ?? 0;
     return !partition || !theirs || theirs === partition;
   })?.target;
 }

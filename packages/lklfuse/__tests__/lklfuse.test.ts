@@ -2,6 +2,7 @@
 // mount: cp -a, tar, find, diff, git, flock.  After each unmount the image
 // is checked by its fsck and read by the host's own means.
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
 import { CONSTANTS as C, host, splitMountOptions } from '../../core/src';
@@ -823,6 +824,27 @@ describe('starting and stopping', () => {
     expect(splitMountOptions(o.options)).toEqual({ flags: C.MS_NOSYMFOLLOW, data: 'errors=remount-ro' });
   });
 
+  test('-o max_read= mounts with the reads it asks for; FUSE options lklfuse does not use are refused, named', () => {
+    const image = freshImage('ext4', 'max-read');
+    const mnt = mountpoint('max-read');
+    for (const size of ['4096', '2097152']) {
+      const m = mountImage(image, mnt, `max_read=${size}`);
+      try {
+        const data = randomBytes(3 << 20);
+        fs.writeFileSync(join(mnt, 'f'), data);
+        expect(fs.readFileSync(join(mnt, 'f')).equals(data)).toBe(true);
+      } finally {
+        m.unmount();
+      }
+    }
+    for (const [option, why] of [['kernel_cache', /high-level API/], ['blksize=4096', /fuseblk/]] as const) {
+      const r = cli(['-o', option, image, mnt]);
+      expect([option, r.status]).toEqual([option, 2]);
+      expect(r.stderr).toMatch(why);
+      expect(mounted(mnt)).toBe(false);
+    }
+  });
+
   test('mount(8)\'s options: atime flags and the filesystem\'s own go to the kernel, fstab\'s are ignored', () => {
     const image = freshImage('ext4', 'flags');
     const mnt = mountpoint('flags');
@@ -955,22 +977,48 @@ describe('starting and stopping', () => {
     expect(stderr).toContain(`lklfuse: ${image}: ${why}: what was written may not all be in the image\n`);
   });
 
-  test('a squashfs image mounts without -o ro, read-only as the kernel mounts it, and unmounts clean', async () => {
-    const src = join(work, 'squash-src');
+  test.each(['squashfs', 'iso9660'])('%s: an image mounts without -o ro, read-only (as mount(8) has it), and unmounts clean', async (type) => {
+    const src = join(work, `${type}-src`);
     fs.mkdirSync(src, { recursive: true });
-    fs.writeFileSync(join(src, 'file'), 'squashed');
-    const image = join(work, 'plain.squashfs');
-    filesystem('squashfs').make(image, src);
-    const mnt = mountpoint('squash-rw');
+    fs.writeFileSync(join(src, 'file'), 'made from a tree');
+    const image = join(work, `plain.${type}`);
+    filesystem(type).make(image, src);
+    const mnt = mountpoint(`${type}-rw`);
     const fg = spawn(process.execPath, [lklfuse, '-f', image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     await new Promise<void>((ready) => fg.stderr.once('data', () => ready()));
-    expect(fs.readFileSync(join(mnt, 'file'), 'utf8')).toBe('squashed');
+    expect(fs.readFileSync(join(mnt, 'file'), 'utf8')).toBe('made from a tree');
     expect(() => fs.writeFileSync(join(mnt, 'new'), 'x')).toThrow(/EROFS/);
+    const line = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt);
+    expect(line?.split(' ')[3].split(',')).toContain('ro'); // the host's mount says so too
     run('fusermount3', ['-u', mnt]);
     expect(await new Promise<number | null>((done) => fg.once('exit', done))).toBe(0);
     expect(stderr).not.toMatch(/may not all be in the image/);
+  });
+
+  test('lklfuse -u returns once the image is synced: fsck clean and whole at once, as the host sees it', () => {
+    const image = join(work, 'unmount-wait.img');
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, 512 << 20);
+    run('mkfs.ext4', ['-q', '-F', image]);
+    const mnt = mountpoint('unmount-wait');
+    expectSuccess(cli(['-o', 'mb=1024', image, mnt])); // room for much unwritten
+    const data = randomBytes(200 << 20);
+    fs.writeFileSync(join(mnt, 'big'), data);
+    run('cp', ['-a', tree, join(mnt, 'tree')]);
+    const r = cli(['-u', mnt]);
+    expect(r.stderr).toBe('');
+    expectSuccess(r);
+    expect(mounted(mnt)).toBe(false);
+    filesystem('ext4').fsck!(image); // no journal left to replay, nothing missing
+    withLoop(image, (dir) => {
+      expect(fs.readFileSync(join(dir, 'big')).equals(data)).toBe(true);
+      expect(survey(join(dir, 'tree'))).toEqual(survey(tree));
+    });
+    const notOurs = cli(['-u', work]);
+    expect(notOurs.status).toBe(2);
+    expect(notOurs.stderr).toBe(`lklfuse: ${work}: not an lklfuse mount\n`);
   });
 
   test('in the foreground, a killed server is told: exit 2 and why', async () => {

@@ -3,8 +3,8 @@
 // other FUSE filesystems: lklfuse IMAGE MOUNTPOINT -o type=ext4,ro.
 import { constants } from 'node:os';
 import { Command } from 'commander';
-import { EXIT_FATAL, EXIT_OK, isFstabOnly, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
-import { mount, MountOptions } from './mount';
+import { EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { mount, MountOptions, unmountAndWait } from './mount';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../package.json') as { version: string };
@@ -50,19 +50,23 @@ In the foreground, the kernel's errors about the image (a bad checksum, an
 aborted journal) are shown on stderr. Two partitions of one image may be
 mounted at once, each by its own lklfuse.
 
-Unmount with fusermount3 -u MOUNTPOINT (or umount as root): everything is
-synced and the image left clean. If lklfuse is killed, its kernel still syncs
-the image, and the mount point is released.
+Unmount with lklfuse -u MOUNTPOINT: it returns once everything is synced and
+the image left clean (exit 1 if that takes over --timeout SECONDS, default
+120). fusermount3 -u and umount work too, but return before the image is
+synced: a tool reading it at once may find it incomplete. If lklfuse is
+killed, its kernel still syncs the image, and the mount point is released.
 
 Examples:
   lklfuse disk.img /mnt/disk                       mount, in the background
   lklfuse -o ro,part=2 disk.img /mnt/root          partition 2, read-only
   lklfuse -o uid=$(id -u),gid=$(id -g) fat.img m   files shown as yours
   lklfuse -f -o type=xfs,lock=/tmp/x.lock x.img m  foreground, locked
+  lklfuse -u /mnt/disk && xz disk.img              unmount; then the image is whole
   in /etc/fstab, mounted by mount(8) through mount.fuse3:
     /srv/disk.img  /mnt/disk  fuse.lklfuse  noatime,nofail,allow_other  0 0
 
-Exit status: 0 mounted (with -f: unmounted cleanly), 2 usage or fatal error.`,
+Exit status: 0 mounted (with -f: unmounted cleanly; with -u: unmounted and
+synced), 1 (-u) the server still syncing at the timeout, 2 usage or fatal error.`,
     )
     .exitOverride()
     .configureOutput({ writeErr: (s) => process.stderr.write(s) });
@@ -90,9 +94,23 @@ function wholeNumber(name: string, value: string): number {
 
 /* Options libfuse takes (its mount options and session options), passed to it as they are. */
 const FUSE_OPTIONS = new Set([
-  'allow_root', 'auto_unmount', 'blkdev', 'blksize', 'fsname', 'subtype', 'max_read', 'user',
+  'allow_root', 'auto_unmount', 'fsname', 'subtype', 'user',
   'context', 'fscontext', 'defcontext', 'rootcontext', 'nonempty', 'debug',
 ]);
+/* FUSE options that do not apply to lklfuse, and why: said, not passed on to the filesystem. */
+const NOT_FOR_LKLFUSE: Record<string, string> = {
+  blkdev: 'for FUSE block-device mounts (fuseblk) only',
+  blksize: 'for FUSE block-device mounts (fuseblk) only',
+  ...Object.fromEntries(
+    ['kernel_cache', 'auto_cache', 'direct_io', 'max_write', 'max_background', 'congestion_threshold',
+      'async_read', 'sync_read', 'umask', 'entry_timeout', 'attr_timeout', 'negative_timeout',
+      'ac_attr_timeout', 'use_ino', 'readdir_ino', 'hard_remove', 'noforget', 'remember', 'intr',
+      'intr_signal', 'modules', 'clone_fd', 'max_idle_threads', 'max_threads'].map((name) => [
+      name,
+      "an option of libfuse's high-level API or its loop, which lklfuse does not use (it serves requests itself)",
+    ]),
+  ),
+};
 /* Flags the host's mount enforces (and a synchronous disk inside for the sync ones). */
 const HOST_FLAGS = new Set(['nosuid', 'suid', 'nodev', 'dev', 'noexec', 'exec']);
 const BOTH_FLAGS = new Set(['sync', 'async', 'dirsync']);
@@ -151,8 +169,12 @@ export function parseMountOptions(list: string[]): Partial<MountOptions> {
       case 'writeback_cache':
         o.writebackCache = true;
         break;
+      case 'max_read':
+        o.maxRead = wholeNumber(name, value);
+        break;
       default:
         if (isFstabOnly(item) || item === 'defaults') break;
+        if (NOT_FOR_LKLFUSE[name]) throw new Error(`-o ${name}: ${NOT_FOR_LKLFUSE[name]}`);
         if (FUSE_OPTIONS.has(name) || HOST_FLAGS.has(name)) o.fuseOptions.push(item);
         else if (BOTH_FLAGS.has(name)) {
           o.fuseOptions.push(item);
@@ -164,7 +186,31 @@ export function parseMountOptions(list: string[]): Partial<MountOptions> {
   return o;
 }
 
+/* lklfuse -u MOUNTPOINT: as fusermount3 -u, but returns once the image is synced. */
+function unmountProgram(): Command {
+  return new Command('lklfuse')
+    .allowExcessArguments(false)
+    .usage('-u [--timeout SECONDS] MOUNTPOINT')
+    .argument('<mountpoint>', 'an lklfuse mount point')
+    .requiredOption('-u, --unmount', 'unmount, then wait until the image is synced and closed')
+    .option('--timeout <seconds>', 'wait at most this long', integerOption('--timeout'), 120)
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+}
+
+async function unmountMain(argv: string[]): Promise<number> {
+  const cmd = unmountProgram();
+  const stop = parseCommandLine(cmd, argv);
+  if (stop !== undefined) return stop;
+  const [mountpoint] = cmd.args;
+  const { timeout } = cmd.opts<{ timeout: number }>();
+  if (await unmountAndWait(mountpoint, timeout * 1000)) return EXIT_OK;
+  process.stderr.write(`lklfuse: ${mountpoint}: unmounted, but its server is still syncing the image after ${timeout} s\n`);
+  return EXIT_SOME_FAILED;
+}
+
 async function main(argv: string[]): Promise<number> {
+  if (argv.slice(2).some((a) => a === '-u' || a === '--unmount')) return unmountMain(argv);
   const cmd = program();
   const stop = parseCommandLine(cmd, argv);
   if (stop !== undefined) return stop;

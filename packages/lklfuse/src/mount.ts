@@ -6,7 +6,7 @@ import { ChildProcess, execFile, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, realpathSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { host, locate, openImage, splitMountOptions } from '@lkl-um/core';
+import { host, lklfuseMountAt, locate, openImage, splitMountOptions } from '@lkl-um/core';
 
 export interface MountOptions {
   /** The image file. */
@@ -40,6 +40,8 @@ export interface MountOptions {
   defaultPermissions?: boolean;
   /** The host kernel caches writes and sends them in large batches. */
   writebackCache?: boolean;
+  /** The largest read the host asks of the server, in bytes: at most 1 MiB, the default. */
+  maxRead?: number;
   /** Further FUSE mount options, passed as they are. */
   fuseOptions?: string[];
   /** libfuse's debug output on stderr. */
@@ -127,6 +129,7 @@ function serverArgs(o: MountOptions, type: string, lockFd: number | undefined): 
   if (o.uid !== undefined) args.push('--uid', String(o.uid));
   if (o.gid !== undefined) args.push('--gid', String(o.gid));
   if (o.writebackCache) args.push('--writeback-cache');
+  if (o.maxRead) args.push('--max-read', String(o.maxRead));
   if (o.debug) args.push('--debug');
   if (o.detach) args.push('--daemon');
   const fuse = [
@@ -195,6 +198,27 @@ export function unmount(mountpoint: string): Promise<void> {
     if (e.code !== 'ENOENT') throw e;
     return run('umount', [mountpoint]);
   });
+}
+
+/*
+ * Unmounts an lklfuse mount made by anyone (another lklfuse command, mount(8))
+ * and waits until its server has synced the image and exited, for at most
+ * `timeoutMs`: fusermount3 -u returns before that, so that the image read
+ * at once may still lack what was written, as guestunmount waits for
+ * guestmount.  Resolves true once it has exited; false on the timeout.
+ */
+export async function unmountAndWait(mountpoint: string, timeoutMs: number): Promise<boolean> {
+  const target = realpathSync(mountpoint);
+  const mounted = lklfuseMountAt(target);
+  if (!mounted) throw Object.assign(new Error(`${mountpoint}: not an lklfuse mount`), { code: 'EINVAL' });
+  const server = mounted.server;
+  await unmount(target);
+  const deadline = Date.now() + timeoutMs;
+  while (server !== undefined && existsSync(`/proc/${server}`)) {
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return true;
 }
 
 /** Mounts an image with FUSE; resolves once the mount point shows the image. */

@@ -210,6 +210,24 @@ describe('errors', () => {
     expect(fs.readdirSync(work).filter((n) => n.includes('.partial-'))).toEqual([]);
   });
 
+  test('the image itself as the archive (by its name, a symlink, or standard output): refused, the image untouched', () => {
+    const image = join(work, 'self.img');
+    fs.copyFileSync(imageWithTree('ext4'), image);
+    const sum = run('sha256sum', [image]).split(' ')[0];
+    const link = join(work, 'self-link');
+    fs.rmSync(link, { force: true });
+    fs.symlinkSync(image, link);
+    for (const target of [image, link]) {
+      const r = cli([image, target]);
+      expect(r.status).toBe(2);
+      expect(r.stderr).toBe(`fs2tar: '${target}' is the image being read: not overwritten\n`);
+    }
+    const r = spawnSync('bash', ['-c', `node ${fs2tar} ${image} - >> ${image}`], { encoding: 'utf8' });
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe("fs2tar: 'standard output' is the image being read: not overwritten\n");
+    expect(run('sha256sum', [image]).split(' ')[0]).toBe(sum);
+  });
+
   test('-z with --zstd: a usage error, before the kernel boots', () => {
     // The image does not exist: had the kernel booted, it would say ENOENT.
     for (const args of [['-z', '--zstd'], ['--zstd', '--gzip']]) {
@@ -382,7 +400,10 @@ for at in range(0, len(data) - 512, 512):
     expect(run('tar', ['-tf', join(work, 'up.tar')]).split('\n')).toContain('./old');
     const file = cli(['-C', '/old', image, join(work, 'file.tar')]);
     expect(file.status).toBe(2);
-    expect(file.stderr).toMatch(/\/old: no such directory in the image/);
+    expect(file.stderr).toMatch(/\/old: not a directory in the image/);
+    const missing = cli(['-C', '/nowhere', image, join(work, 'file.tar')]);
+    expect(missing.status).toBe(2);
+    expect(missing.stderr).toMatch(/\/nowhere: no such directory in the image/);
   });
 
   test('a file the kernel cannot read: named, padded with zeros, the rest archived; exit 1', () => {

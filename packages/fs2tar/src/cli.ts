@@ -1,7 +1,7 @@
 // fs2tar: export a filesystem image to a tar archive, with the kernel's own
 // driver.  The image is opened read-only and never modified.
 import { Command, Option } from 'commander';
-import { createWriteStream, lstatSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createWriteStream, fstatSync, lstatSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
@@ -42,7 +42,7 @@ function program(): Command {
     .option('-t, --filesystem-type <type>', 'ext4, btrfs, xfs, vfat, ... or auto', 'auto')
     .option('-P, --partition <n>', 'the partition to export (1 is the first); default the whole image', integerOption('--partition'))
     .option('-C, --directory <path>', 'export this directory of the image, not all of it')
-    .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable); a name, or a path if it has a /').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
+    .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable): a name anywhere; a/b, a path ending so; /a/b, from the top').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
     // Declared as conflicting: commander then reports -z --zstd as a usage
     // error while parsing, before the kernel boots.
     .addOption(new Option('-z, --gzip', 'compress with gzip').conflicts('zstd'))
@@ -118,6 +118,10 @@ async function main(argv: string[]): Promise<number> {
     process.stderr.write(`fs2tar: ${(e as Error).message}\n`);
     return EXIT_FATAL;
   }
+  if (isTheImage(imagePath, toStdout ? 1 : target)) {
+    process.stderr.write(`fs2tar: '${toStdout ? 'standard output' : target}' is the image being read: not overwritten\n`);
+    return EXIT_FATAL;
+  }
   if (toStdout && process.stdout.isTTY) {
     process.stderr.write('fs2tar: refusing to write an archive to a terminal (name a file, or redirect)\n');
     return EXIT_FATAL;
@@ -169,13 +173,9 @@ async function main(argv: string[]): Promise<number> {
   const display = (p: string) => shown(p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
 
   try {
-    const isDirectory =
-      root !== undefined &&
-      (await k.fs.stat(Buffer.from(root, 'latin1')).then(
-        (st) => st.isDirectory(),
-        () => false,
-      ));
-    if (!isDirectory) throw new Error(`${o.directory}: no such directory in the image`);
+    const st = root === undefined ? undefined : await k.fs.stat(Buffer.from(root, 'latin1')).catch(() => undefined);
+    if (root === undefined || !st) throw new Error(`${o.directory}: no such directory in the image`);
+    if (!st.isDirectory()) throw new Error(`${o.directory}: not a directory in the image`);
     const pack = tarPack();
     useOwnHeaders(pack);
     stopExport = () => pack.destroy(new ArchiveClosed());
@@ -232,6 +232,21 @@ export function cli(): void {
   // A reader that goes away (| head) must not kill us before we clean up.
   process.stdout.on('error', () => undefined);
   run('fs2tar', () => main(process.argv));
+}
+
+/*
+ * Whether the archive would go over the image: `target` names it (through
+ * a symlink too), or standard output (fd 1) is it.  A typo must not turn
+ * a disk image into its own archive.
+ */
+function isTheImage(image: string, target: string | number): boolean {
+  try {
+    const a = statSync(image, { bigint: true });
+    const b = typeof target === 'number' ? fstatSync(target, { bigint: true }) : statSync(target, { bigint: true });
+    return a.dev === b.dev && a.ino === b.ino;
+  } catch {
+    return false; // one of them is not there: fs2tar says so later
+  }
 }
 
 /* Whether the archive may be written beside `target` and renamed over it. */

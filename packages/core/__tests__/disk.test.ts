@@ -606,6 +606,20 @@ describe('bad input', () => {
     await disk.remove();
   });
 
+  test('a compressed image or a tar archive: said what it is, and what to do', async () => {
+    const image = join(work, 'packed.img');
+    FILESYSTEMS[0].make(image);
+    const gz = join(work, 'packed.img.gz');
+    writeFileSync(gz, execFileSync('gzip', ['-c', image], { maxBuffer: 1 << 30 }));
+    const tar = join(work, 'packed.tar');
+    execFileSync('tar', ['-cf', tar, '-C', work, 'packed.img']);
+    for (const [file, said] of [[gz, 'gzip-compressed, not a filesystem image: gunzip it first'], [tar, 'a tar archive, not a filesystem image']]) {
+      const disk = await k.addDisk(file, { readOnly: true });
+      await expect(k.mount(disk)).rejects.toThrow(`${file}: ${said}`);
+      await disk.remove();
+    }
+  });
+
   test('a truncated image and a corrupt superblock give the kernel\'s own words', async () => {
     const image = join(work, 'truncated.img');
     FILESYSTEMS[0].make(image);

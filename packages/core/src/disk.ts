@@ -390,6 +390,35 @@ export function kernelTypeOf(type: string): string {
   return TYPE_ALIASES[type] ?? type;
 }
 
+/* Files people take for disk images: by their first bytes, what they are and what to do. */
+const NOT_IMAGES: { at: number; magic: string; what: string; todo?: string }[] = [
+  { at: 0, magic: '1f8b', what: 'gzip-compressed', todo: 'gunzip it first' },
+  { at: 0, magic: 'fd377a585a00', what: 'xz-compressed', todo: 'unxz it first' },
+  { at: 0, magic: '28b52ffd', what: 'zstd-compressed', todo: 'unzstd it first' },
+  { at: 0, magic: '425a68', what: 'bzip2-compressed', todo: 'bunzip2 it first' },
+  { at: 0, magic: '514649fb', what: 'a qcow2 image', todo: 'qemu-img convert -O raw it first' },
+  { at: 0, magic: '4b444d56', what: 'a VMDK image', todo: 'qemu-img convert -O raw it first' },
+  { at: 0, magic: '7668647866696c65', what: 'a VHDX image', todo: 'qemu-img convert -O raw it first' },
+  { at: 257, magic: '7573746172', what: 'a tar archive' },
+];
+
+/* What the file at `path` is, and what to do, when it is a known kind of file that is not a disk image. */
+function notAnImage(path: string): string | undefined {
+  const head = Buffer.alloc(262);
+  try {
+    const fd = openSync(path, 'r');
+    try {
+      readSync(fd, head, 0, head.length, 0);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    return undefined;
+  }
+  const kind = NOT_IMAGES.find((k) => head.subarray(k.at, k.at + k.magic.length / 2).toString('hex') === k.magic);
+  return kind && `${kind.what}, not a filesystem image${kind.todo ? `: ${kind.todo}` : ''}`;
+}
+
 /** The block filesystems the kernel knows, from /proc/filesystems. */
 async function blockFilesystems(kernel: Kernel): Promise<string[]> {
   const text = await kernel.fs.readFile('/proc/filesystems', 'utf8');
@@ -594,7 +623,10 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
       throw e;
     }
     const e = new KernelError(EINVAL, 'mount', `${device} on ${target}`);
-    e.message = `${named}: no filesystem the kernel knows; tried ${tried.join(', ')}${await log.said()}`;
+    const format = options.partition ? undefined : notAnImage(disk.image);
+    e.message = format
+      ? `${named}: ${format}`
+      : `${named}: no filesystem the kernel knows; tried ${tried.join(', ')}${await log.said()}`;
     throw e;
   } finally {
     await log.close();

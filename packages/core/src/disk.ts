@@ -437,14 +437,14 @@ export interface KernelLog {
 }
 
 /*
- * A /dev/kmsg record's text as one line: the kernel writes a byte that is
- * not printable (a newline inside the message, say) as \xNN.
+ * A /dev/kmsg record's text, as one line: the text ends at the first
+ * newline (dictionary lines follow), and the kernel writes the bytes that
+ * are not printable ASCII (a newline inside the message, UTF-8) as \xNN.
  */
-function kmsgText(text: string): string {
-  return text
-    .replace(/\\x([0-9a-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)))
-    .trim()
-    .replace(/\s*\n\s*/g, ' ');
+function kmsgText(record: string): string {
+  const escaped = record.slice(record.indexOf(';') + 1).split('\n')[0];
+  const bytes = escaped.replace(/\\x([0-9a-f]{2})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+  return Buffer.from(bytes, 'latin1').toString('utf8').trim().replace(/\s*\n\s*/g, ' ');
 }
 
 /* The first lines are the telling ones: a failing disk says the same many times. */
@@ -466,8 +466,7 @@ export async function watchKernelLog(kernel: Kernel): Promise<KernelLog> {
             continue;
           }
           if (n <= 0) break;
-          const record = buf.bytes.subarray(0, n).toString('utf8');
-          lines.push(kmsgText(record.slice(record.indexOf(';') + 1)));
+          lines.push(kmsgText(buf.bytes.subarray(0, n).toString('latin1')));
         }
       });
     }

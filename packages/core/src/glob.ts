@@ -6,9 +6,12 @@ export function globToRegExp(pattern: string): RegExp {
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i];
     if (c === '*' && pattern[i + 1] === '*') {
-      re += '.*';
       i++;
-      if (pattern[i + 1] === '/') i++;
+      // '**/': any directories, or none; a bare '**': anything.
+      if (pattern[i + 1] === '/') {
+        re += '(?:.*/)?';
+        i++;
+      } else re += '.*';
     } else if (c === '*') {
       re += '[^/]*';
     } else if (c === '?') {

@@ -429,6 +429,10 @@ describe('many at once, interruptions, links and odd paths', () => {
       expect(fs.readFileSync(at('small2'), 'utf8')).toBe('new');
       expect(fs.statSync(at('small')).mode & 0o7777).toBe(0o750);
     });
+    // Without the source's mode, a file written over keeps its own, as with cp.
+    fs.chmodSync(newSmall, 0o600);
+    expectSuccess(cli('cptofs', ['-i', image, '--no-preserve=mode', newSmall, '/inplace/small']));
+    withLoop(image, (mnt) => expect(fs.statSync(join(mnt, 'inplace/small')).mode & 0o7777).toBe(0o750));
     // And out: a host file with a second name gets the image's data in place.
     const out = join(work, 'inplace-out');
     fs.rmSync(out, { recursive: true, force: true });

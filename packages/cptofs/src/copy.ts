@@ -590,8 +590,11 @@ export class TreeCopier {
       }
     }
     // What we created with the right mode needs no chmod, unless a chown
-    // cleared its setuid and setgid bits; what we wrote over keeps its own.
-    const settled = fresh && mode === this.#createMode(st, mode) && !(chowned && mode & 0o6000);
+    // cleared its setuid and setgid bits.  A file written over takes the
+    // source's mode, or keeps its own without preserve.mode (as cp).
+    const settled = fresh
+      ? mode === this.#createMode(st, mode) && !(chowned && mode & 0o6000)
+      : !preserve.mode;
     if (!link && !settled) {
       await this.to.chmod(dest, mode).catch((e) => this.#lost(e, 'modes', 'modes', src));
     }

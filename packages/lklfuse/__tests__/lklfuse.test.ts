@@ -474,7 +474,7 @@ describe('as an ordinary user', () => {
   test('allow_other on vfat, which keeps no owners: others make files and directories', () => {
     const image = freshImage('vfat', 'others-fat');
     const mnt = mountpoint('others-fat');
-    const m = mountImage(image, mnt, 'allow_other,opts=umask=000');
+    const m = mountImage(image, mnt, 'allow_other,umask=000'); // vfat's own option, bare as in fstab
     try {
       const made = spawnSync('setpriv', [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups', 'sh', '-c', `touch ${mnt}/file && mkdir ${mnt}/dir`], {
         encoding: 'utf8',
@@ -827,7 +827,7 @@ describe('starting and stopping', () => {
   test('-o max_read= mounts with the reads it asks for; FUSE options lklfuse does not use are refused, named', () => {
     const image = freshImage('ext4', 'max-read');
     const mnt = mountpoint('max-read');
-    for (const size of ['4096', '2097152']) {
+    for (const size of ['4096', '1048576']) {
       const m = mountImage(image, mnt, `max_read=${size}`);
       try {
         const data = randomBytes(3 << 20);
@@ -837,7 +837,13 @@ describe('starting and stopping', () => {
         m.unmount();
       }
     }
-    for (const [option, why] of [['kernel_cache', /high-level API/], ['blksize=4096', /fuseblk/]] as const) {
+    for (const [option, why] of [
+      ['kernel_cache', /high-level API/],
+      ['blksize=4096', /fuseblk/],
+      ['max_read=2097152', /at most 1048576/],
+      ['max_read=0', /at least 4096/],
+      ['uid=4294967296', /at most 4294967294/],
+    ] as const) {
       const r = cli(['-o', option, image, mnt]);
       expect([option, r.status]).toEqual([option, 2]);
       expect(r.stderr).toMatch(why);
@@ -1019,6 +1025,21 @@ describe('starting and stopping', () => {
     const notOurs = cli(['-u', work]);
     expect(notOurs.status).toBe(2);
     expect(notOurs.stderr).toBe(`lklfuse: ${work}: not an lklfuse mount\n`);
+
+    // A server that does not answer (stopped) neither hangs lklfuse -u nor
+    // passes for synced: unmounted, exit 1 at the timeout.
+    const m = mountImage(image, mnt);
+    const server = Number(run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim());
+    process.kill(server, 'SIGSTOP');
+    try {
+      const stuck = cli(['-u', '--timeout', '1', mnt]);
+      expect(stuck.status).toBe(1);
+      expect(stuck.stderr).toBe(`lklfuse: ${mnt}: unmounted, but its server is still syncing the image after 1 s\n`);
+      expect(mounted(mnt)).toBe(false);
+    } finally {
+      process.kill(server, 'SIGCONT');
+    }
+    waitUnlocked(m.lock);
   });
 
   test('in the foreground, a killed server is told: exit 2 and why', async () => {

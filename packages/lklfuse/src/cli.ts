@@ -3,7 +3,7 @@
 // other FUSE filesystems: lklfuse IMAGE MOUNTPOINT -o type=ext4,ro.
 import { constants } from 'node:os';
 import { Command } from 'commander';
-import { EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MAX_ID, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { mount, MountOptions, unmountAndWait } from './mount';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -87,10 +87,14 @@ export function splitOptions(text: string): string[] {
   return out.filter(Boolean);
 }
 
-function wholeNumber(name: string, value: string): number {
+function wholeNumber(name: string, value: string, max = Number.MAX_SAFE_INTEGER): number {
   if (!/^\d+$/.test(value)) throw new Error(`-o ${name}=: not a number: ${value}`);
+  if (Number(value) > max) throw new Error(`-o ${name}=${value}: at most ${max}`);
   return Number(value);
 }
+
+/* The largest read the server answers: its buffers' size (MAX_IO in lklfuse-server.c). */
+const MAX_READ = 1 << 20;
 
 /* Options libfuse takes (its mount options and session options), passed to it as they are. */
 const FUSE_OPTIONS = new Set([
@@ -103,7 +107,7 @@ const NOT_FOR_LKLFUSE: Record<string, string> = {
   blksize: 'for FUSE block-device mounts (fuseblk) only',
   ...Object.fromEntries(
     ['kernel_cache', 'auto_cache', 'direct_io', 'max_write', 'max_background', 'congestion_threshold',
-      'async_read', 'sync_read', 'umask', 'entry_timeout', 'attr_timeout', 'negative_timeout',
+      'async_read', 'sync_read', 'entry_timeout', 'attr_timeout', 'negative_timeout',
       'ac_attr_timeout', 'use_ino', 'readdir_ino', 'hard_remove', 'noforget', 'remember', 'intr',
       'intr_signal', 'modules', 'clone_fd', 'max_idle_threads', 'max_threads'].map((name) => [
       name,
@@ -155,10 +159,10 @@ export function parseMountOptions(list: string[]): Partial<MountOptions> {
         o.log = value;
         break;
       case 'uid':
-        o.uid = wholeNumber(name, value);
+        o.uid = wholeNumber(name, value, MAX_ID);
         break;
       case 'gid':
-        o.gid = wholeNumber(name, value);
+        o.gid = wholeNumber(name, value, MAX_ID);
         break;
       case 'allow_other':
         o.allowOther = true;
@@ -170,7 +174,8 @@ export function parseMountOptions(list: string[]): Partial<MountOptions> {
         o.writebackCache = true;
         break;
       case 'max_read':
-        o.maxRead = wholeNumber(name, value);
+        o.maxRead = wholeNumber(name, value, MAX_READ);
+        if (o.maxRead < 4096) throw new Error(`-o max_read=${value}: at least 4096`);
         break;
       default:
         if (isFstabOnly(item) || item === 'defaults') break;
@@ -204,8 +209,13 @@ async function unmountMain(argv: string[]): Promise<number> {
   if (stop !== undefined) return stop;
   const [mountpoint] = cmd.args;
   const { timeout } = cmd.opts<{ timeout: number }>();
-  if (await unmountAndWait(mountpoint, timeout * 1000)) return EXIT_OK;
-  process.stderr.write(`lklfuse: ${mountpoint}: unmounted, but its server is still syncing the image after ${timeout} s\n`);
+  const waited = await unmountAndWait(mountpoint, timeout * 1000);
+  if (waited === 'synced') return EXIT_OK;
+  process.stderr.write(
+    waited === 'timeout'
+      ? `lklfuse: ${mountpoint}: unmounted, but its server is still syncing the image after ${timeout} s\n`
+      : `lklfuse: ${mountpoint}: unmounted, but its server is not ours to see (another user's?): not waited for\n`,
+  );
   return EXIT_SOME_FAILED;
 }
 

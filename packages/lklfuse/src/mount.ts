@@ -3,9 +3,9 @@
 // request, takes the image's lock, finds the filesystem type, starts the
 // server and waits until the mount is ready.
 import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { host, lklfuseMountAt, locate, openImage, splitMountOptions } from '@lkl-um/core';
 
 export interface MountOptions {
@@ -201,24 +201,51 @@ export function unmount(mountpoint: string): Promise<void> {
 }
 
 /*
- * Unmounts an lklfuse mount made by anyone (another lklfuse command, mount(8))
- * and waits until its server has synced the image and exited, for at most
- * `timeoutMs`: fusermount3 -u returns before that, so that the image read
- * at once may still lack what was written, as guestunmount waits for
- * guestmount.  Resolves true once it has exited; false on the timeout.
+ * The real path of a mount point, found without asking its server (one
+ * stopped would hang us): the directory holding it resolved, its own name
+ * kept; a symlink as the last name is read, not followed into the mount.
  */
-export async function unmountAndWait(mountpoint: string, timeoutMs: number): Promise<boolean> {
-  const target = realpathSync(mountpoint);
+function mountPointPath(path: string): string {
+  const abs = resolve(path);
+  const inParent = join(realpathSync(dirname(abs)), basename(abs));
+  try {
+    return resolve(dirname(inParent), readlinkSync(inParent));
+  } catch {
+    return inParent; // not a symlink (EINVAL)
+  }
+}
+
+/* Whether process `pid` has exited: gone, or a zombie nobody reaped (a container's PID 1 may not). */
+function exited(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').startsWith('Z');
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Unmounts an lklfuse mount made by anyone (another lklfuse command,
+ * mount(8)) and waits until its server has synced the image and exited,
+ * for at most `timeoutMs`: fusermount3 -u returns before that, so that the
+ * image read at once may still lack what was written (guestunmount waits
+ * for guestmount likewise).  Resolves 'synced' once the server has exited,
+ * 'timeout', or 'unseen' when this user cannot see the server (another
+ * user's, with /proc's hidepid): unmounted, but not waited for.
+ */
+export async function unmountAndWait(mountpoint: string, timeoutMs: number): Promise<'synced' | 'timeout' | 'unseen'> {
+  const target = mountPointPath(mountpoint);
   const mounted = lklfuseMountAt(target);
   if (!mounted) throw Object.assign(new Error(`${mountpoint}: not an lklfuse mount`), { code: 'EINVAL' });
   const server = mounted.server;
   await unmount(target);
+  if (server === undefined) return 'unseen';
   const deadline = Date.now() + timeoutMs;
-  while (server !== undefined && existsSync(`/proc/${server}`)) {
-    if (Date.now() > deadline) return false;
+  while (!exited(server)) {
+    if (Date.now() > deadline) return 'timeout';
     await new Promise((r) => setTimeout(r, 50));
   }
-  return true;
+  return 'synced';
 }
 
 /** Mounts an image with FUSE; resolves once the mount point shows the image. */

@@ -85,6 +85,88 @@ describe('files', () => {
   });
 });
 
+describe('as node:fs has them, where it was easy to get wrong', () => {
+  test('writes and reads at the file position, many at once on one handle: none lost, none twice', async () => {
+    const fh = await fs().open('/t/log', 'w+');
+    try {
+      const lines = Array.from({ length: 100 }, (_, i) => `line ${String(i).padStart(3, '0')}\n`);
+      await Promise.all(lines.map((l) => fh.write(l)));
+      expect(await fs().readFile('/t/log', 'utf8')).toBe(lines.join('')); // in the order called
+    } finally {
+      await fh.close();
+    }
+    const reader = await fs().open('/t/log', 'r');
+    try {
+      const reads = await Promise.all(Array.from({ length: 5 }, () => reader.read(Buffer.alloc(2), 0, 2, null)));
+      expect(reads.map((r) => r.buffer.toString())).toEqual(['li', 'ne', ' 0', '00', '\nl']);
+    } finally {
+      await reader.close();
+    }
+  });
+
+  test('a closed handle refuses, though its fd number is another file\'s now', async () => {
+    await fs().writeFile('/t/A', 'AAAA');
+    await fs().writeFile('/t/B', 'BBBB');
+    const b = await fs().open('/t/B', 'r+');
+    await b.close();
+    const a = await fs().open('/t/A', 'r+'); // may get b's number
+    try {
+      await expect(b.write('ZZ', 0)).rejects.toMatchObject({ code: 'EBADF', message: "EBADF: file closed, write '/t/B'" });
+      await expect(b.truncate(1)).rejects.toMatchObject({ code: 'EBADF' });
+      await expect(b.read(Buffer.alloc(1), 0, 1, 0)).rejects.toMatchObject({ code: 'EBADF' });
+    } finally {
+      await a.close();
+    }
+    expect(await fs().readFile('/t/A', 'utf8')).toBe('AAAA');
+  });
+
+  test('copyFile onto itself (or a link to it) leaves it whole', async () => {
+    await fs().writeFile('/t/self', 'keep me');
+    await fs().symlink('/t/self', '/t/self-link');
+    await fs().copyFile('/t/self', '/t/self');
+    await fs().copyFile('/t/self', '/t/self-link');
+    expect(await fs().readFile('/t/self', 'utf8')).toBe('keep me');
+    await expect(fs().copyFile('/t/self', '/t/self', 1 /* COPYFILE_EXCL */)).rejects.toMatchObject({ code: 'EEXIST' });
+  });
+
+  test('writeFile of data that is not data throws before the file is touched', async () => {
+    await fs().writeFile('/t/precious', 'precious');
+    await expect(fs().writeFile('/t/precious', undefined as unknown as string)).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+    expect(await fs().readFile('/t/precious', 'utf8')).toBe('precious');
+  });
+
+  test('a NUL byte in a path is refused, not cut at', async () => {
+    await fs().writeFile('/t/victim', 'x');
+    await expect(fs().rm('/t/victim\0.bak')).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    await expect(fs().unlink(Buffer.from('/t/victim\0.bak'))).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+    expect(await fs().readFile('/t/victim', 'utf8')).toBe('x');
+  });
+
+  test('modes as octal strings, as node:fs takes them', async () => {
+    await fs().mkdir('/t/m700', { mode: '700' });
+    expect((await fs().stat('/t/m700')).mode & 0o7777).toBe(0o700);
+    await fs().writeFile('/t/m600', 'x', { mode: '600' });
+    expect((await fs().stat('/t/m600')).mode & 0o7777).toBe(0o600);
+    await fs().chmod('/t/m600', '640');
+    expect((await fs().stat('/t/m600')).mode & 0o7777).toBe(0o640);
+    await expect(fs().chmod('/t/m600', '9x')).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
+  });
+
+  test('utimes with a Date keeps its milliseconds exactly', async () => {
+    await fs().writeFile('/t/when', 'x');
+    const when = new Date(Date.UTC(2000, 0, 1, 0, 0, 0, 123));
+    await fs().utimes('/t/when', when, when);
+    expect((await fs().stat('/t/when', { bigint: true })).mtimeNs).toBe(946684800123000000n);
+  });
+
+  test('rm -r removes names that are not UTF-8', async () => {
+    await fs().mkdir('/t/latin');
+    await fs().writeFile(Buffer.from('/t/latin/caf\xe9.txt', 'latin1'), 'x');
+    await fs().rm('/t/latin', { recursive: true });
+    await expect(fs().stat('/t/latin')).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+});
+
 describe('status', () => {
   test('stat and lstat, numbers and bigints with nanoseconds', async () => {
     await fs().writeFile('/t/s', '12345');

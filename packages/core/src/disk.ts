@@ -60,6 +60,11 @@ export interface MountOptions {
   readOnly?: boolean;
   /** Where to mount it in the kernel; default /mnt/<device name>. */
   target?: string;
+  /**
+   * Told what is no error but may surprise (reading an image the host
+   * writes); default process.emitWarning.
+   */
+  warn?: (message: string) => void;
 }
 
 /** A disk image plugged into the kernel. */
@@ -114,6 +119,7 @@ export class Disk {
     const ret = await this.kernel.call(CALL_REMOVE_DISK, this.id);
     if (ret < 0) throw new KernelError(-ret, 'remove', this.image);
     this.#removed = true;
+    disksOf.get(this.kernel)?.delete(this);
   }
 }
 
@@ -269,6 +275,23 @@ async function partitionsOf(kernel: Kernel, name: string): Promise<Partition[]> 
   return parts.sort((a, b) => a.number - b.number);
 }
 
+/* The disks each kernel has, to tell that an image is added twice to one. */
+const disksOf = new WeakMap<Kernel, Set<Disk>>();
+
+/*
+ * The same bytes of an image twice in one kernel: its own lock refuses the
+ * second, which would wait, then blame another kernel.  Said at once.
+ */
+function refuseAddedTwice(kernel: Kernel, file: FileId, partition: number, name: string): void {
+  for (const disk of disksOf.get(kernel) ?? []) {
+    const theirs = disk.lockedPartition ?? 0;
+    if (disk.file?.dev !== file.dev || disk.file.ino !== file.ino || (partition && theirs && partition !== theirs)) continue;
+    const e = new KernelError(EBUSY, 'addDisk', name);
+    e.message = `${name}: already added to this kernel, as ${disk.name}${theirs ? ` for partition ${theirs}` : ''} (EBUSY): use that disk, or remove it first`;
+    throw e;
+  }
+}
+
 export async function addDisk(kernel: Kernel, image: string | number, options: AddDiskOptions = {}): Promise<Disk> {
   const readOnly = !!options.readOnly;
   const opened = openImage(image, readOnly);
@@ -276,6 +299,7 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
   try {
     const st = fstatSync(opened.fd, { bigint: true });
     const file = { dev: st.dev, ino: st.ino };
+    refuseAddedTwice(kernel, file, options.partition ?? 0, opened.name);
     const timeout = options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS;
     const partition = options.partition ?? 0;
     loopFile = st.isBlockDevice() ? openLoopFile(st.rdev, readOnly) : undefined;
@@ -317,6 +341,8 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
         throw e;
       }
     }
+    if (!disksOf.has(kernel)) disksOf.set(kernel, new Set());
+    disksOf.get(kernel)!.add(disk);
     return disk;
   } finally {
     // The kernel process has its own copies of the open files, and so of their locks.
@@ -538,18 +564,25 @@ export function splitMountOptions(options: string | undefined): { flags: number;
 
 /*
  * The host's own mount of what we would write (the partition, or the whole
- * disk) would be written behind our back, and ours behind its.
+ * disk) would be written behind our back, and ours behind its: refused.
+ * Reading what the host writes is allowed, and warned of: what the host
+ * has not written yet is not seen (a journal not yet replayed, say).
  */
-function refuseHostMounted(disk: Disk, partition: number, named: string): void {
+function checkHostMounted(disk: Disk, partition: number, named: string, readOnly: boolean, warn: (message: string) => void): void {
   if (!disk.file) return;
   const part = disk.partitions.find((p) => p.number === partition);
   const mounted = hostMountOf(disk.file, disk.file.rdev, part ? { start: part.start, size: part.size } : { start: 0, size: disk.size });
+  const server = mounted ? undefined : fuseServerWriting(disk.file);
+  if (readOnly) {
+    if (mounted && !mounted.readOnly) warn(`${named}: mounted read-write by the host on ${mounted.target}: what it has not written yet is not seen here`);
+    else if (server) warn(`${named}: being written by ${server.name} (pid ${server.pid}): what it has not written yet is not seen here`);
+    return;
+  }
   const e = new KernelError(EBUSY, 'mount', disk.image);
   if (mounted) {
     e.message = `${named}: mounted by the host on ${mounted.target} (${mounted.device}; EBUSY): unmount it there first (only reading it needs no unmount)`;
     throw e;
   }
-  const server = fuseServerWriting(disk.file);
   if (server) {
     e.message = `${named}: served by ${server.name} (pid ${server.pid}), a FUSE filesystem with it open for writing (EBUSY): unmount it first (only reading it needs no unmount)`;
     throw e;
@@ -568,7 +601,7 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const { flags: optionFlags, data } = splitMountOptions(options.options);
   const flags = optionFlags | (readOnly ? C.MS_RDONLY : 0);
   const named = `${disk.image}${options.partition ? ` partition ${options.partition}` : ''}`;
-  if (!readOnly) refuseHostMounted(disk, options.partition ?? 0, named);
+  checkHostMounted(disk, options.partition ?? 0, named, readOnly, options.warn ?? ((m) => process.emitWarning(m)));
   if (!disk.size) {
     const e = new KernelError(EINVAL, 'mount', disk.image);
     e.message = `${disk.image}: empty (0 bytes): no filesystem in it`;

@@ -19,6 +19,7 @@ export type Data = string | Uint8Array;
 export const CHUNK = 1 << 20;
 export const DEPTH = 4;
 
+const EBADF = 9;
 const EEXIST = 17;
 const ENOTDIR = 20;
 const EISDIR = 21;
@@ -33,8 +34,21 @@ function pathString(path: PathLike): string {
   return decodeURIComponent(path.pathname);
 }
 
+/* A path's bytes for the kernel; a NUL in it would end it early, so it is refused, as node:fs does. */
 function pathBytes(path: PathLike): string | Buffer {
-  return Buffer.isBuffer(path) ? path : pathString(path);
+  const bytes = Buffer.isBuffer(path) ? path : pathString(path);
+  if (typeof bytes === 'string' ? bytes.includes('\0') : bytes.includes(0)) {
+    const e = new TypeError(`a path must not hold a NUL byte: ${JSON.stringify(pathString(path))}`);
+    throw Object.assign(e, { code: 'ERR_INVALID_ARG_VALUE' });
+  }
+  return bytes;
+}
+
+/* A mode as node:fs takes it: a number, or a string of octal digits ('755'). */
+function modeNumber(mode: number | string): number {
+  if (typeof mode === 'number') return mode;
+  if (!/^[0-7]+$/.test(mode)) throw Object.assign(new TypeError(`not a mode: ${mode}`), { code: 'ERR_INVALID_ARG_VALUE' });
+  return parseInt(mode, 8);
 }
 
 const FLAGS: Record<string, number> = {
@@ -75,9 +89,13 @@ export function toTimespec(t: TimeLike): { sec: bigint; nsec: bigint } {
     const sec = t / 1_000_000_000n - (t % 1_000_000_000n < 0n ? 1n : 0n);
     return { sec, nsec: t - sec * 1_000_000_000n };
   }
+  if (t instanceof Date) {
+    // Whole milliseconds: exact, where seconds as a float are not.
+    const ms = BigInt(t.getTime());
+    return toTimespec(ms * 1_000_000n);
+  }
   let seconds: number;
-  if (t instanceof Date) seconds = t.getTime() / 1000;
-  else if (typeof t === 'string' && /^-?\d+(\.\d+)?$/.test(t)) seconds = Number(t);
+  if (typeof t === 'string' && /^-?\d+(\.\d+)?$/.test(t)) seconds = Number(t);
   else if (typeof t === 'number') seconds = t;
   else throw new TypeError(`not a time: ${String(t)}`);
   const sec = Math.floor(seconds);
@@ -86,7 +104,26 @@ export function toTimespec(t: TimeLike): { sec: bigint; nsec: bigint } {
 
 function toBuffer(data: Data, encoding: BufferEncoding = 'utf8'): Buffer {
   if (typeof data === 'string') return Buffer.from(data, encoding);
-  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  if (Buffer.isBuffer(data)) return data;
+  if (ArrayBuffer.isView(data)) return Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const e = new TypeError(`the data must be a string, a Buffer, a TypedArray or a DataView: ${typeof data}`);
+  throw Object.assign(e, { code: 'ERR_INVALID_ARG_TYPE' });
+}
+
+/*
+ * Runs fn on a handle, then closes it if `owned` (we opened it): when fn
+ * fails, its error is the one told, not close's after it.
+ */
+async function closingAfter<T>(handle: FileHandle, owned: boolean, fn: () => Promise<T>): Promise<T> {
+  let result: T;
+  try {
+    result = await fn();
+  } catch (e) {
+    if (owned) await handle.close().catch(() => undefined);
+    throw e;
+  }
+  if (owned) await handle.close();
+  return result;
 }
 
 interface StatOptions {
@@ -140,9 +177,9 @@ export class KernelFs {
 
   // --- opening --------------------------------------------------------------
 
-  async open(path: PathLike, flags: OpenFlags = 'r', mode = 0o666): Promise<FileHandle> {
+  async open(path: PathLike, flags: OpenFlags = 'r', mode: number | string = 0o666): Promise<FileHandle> {
     const fd = await this.onPath('open', path, (p) =>
-      this.call(NR.openat, C.AT_FDCWD, p, parseFlags(flags) | C.O_CLOEXEC, mode),
+      this.call(NR.openat, C.AT_FDCWD, p, parseFlags(flags) | C.O_CLOEXEC, modeNumber(mode)),
     );
     return new FileHandle(this.kernel, this, fd, pathString(path));
   }
@@ -157,35 +194,30 @@ export class KernelFs {
   ): Promise<string | Buffer> {
     const opts = typeof options === 'string' ? { encoding: options } : (options ?? {});
     const handle = path instanceof FileHandle ? path : await this.open(path, opts.flag ?? 'r');
-    try {
+    return closingAfter(handle, handle !== path, async () => {
       const data = await handle.readAll();
       return opts.encoding ? data.toString(opts.encoding) : data;
-    } finally {
-      if (handle !== path) await handle.close();
-    }
+    });
   }
 
   async writeFile(
     path: PathLike | FileHandle,
     data: Data,
-    options?: BufferEncoding | { encoding?: BufferEncoding; mode?: number; flag?: OpenFlags },
+    options?: BufferEncoding | { encoding?: BufferEncoding; mode?: number | string; flag?: OpenFlags },
   ): Promise<void> {
     const opts = typeof options === 'string' ? { encoding: options } : (options ?? {});
     const flags = parseFlags(opts.flag ?? 'w');
+    const bytes = toBuffer(data, opts.encoding); // before opening: bad data must not truncate the file
     const handle = path instanceof FileHandle ? path : await this.open(path, flags, opts.mode ?? 0o666);
-    try {
-      // A file we opened is written from its start, unless appending.
-      const position = path instanceof FileHandle || flags & C.O_APPEND ? null : 0;
-      await handle.writeAll(toBuffer(data, opts.encoding), position);
-    } finally {
-      if (handle !== path) await handle.close();
-    }
+    // A file we opened is written from its start, unless appending.
+    const position = path instanceof FileHandle || flags & C.O_APPEND ? null : 0;
+    await closingAfter(handle, handle !== path, () => handle.writeAll(bytes, position));
   }
 
   async appendFile(
     path: PathLike | FileHandle,
     data: Data,
-    options?: BufferEncoding | { encoding?: BufferEncoding; mode?: number; flag?: OpenFlags },
+    options?: BufferEncoding | { encoding?: BufferEncoding; mode?: number | string; flag?: OpenFlags },
   ): Promise<void> {
     const opts = typeof options === 'string' ? { encoding: options } : (options ?? {});
     return this.writeFile(path, data, { ...opts, flag: opts.flag ?? 'a' });
@@ -199,9 +231,15 @@ export class KernelFs {
     const COPYFILE_EXCL = 1;
     const from = await this.open(src, 'r');
     try {
-      const st = await from.stat();
+      const st = await from.stat({ bigint: true });
       if (st.isDirectory()) throw new KernelError(EISDIR, 'copyfile', pathString(src), pathString(dest));
-      const to = await this.open(dest, mode & COPYFILE_EXCL ? 'wx' : 'w', st.mode & 0o7777);
+      // Onto itself (or a link to it): opening it to write would empty it.
+      const there = await this.stat(dest, { bigint: true }).catch(() => undefined);
+      if (there && there.dev === st.dev && there.ino === st.ino) {
+        if (mode & COPYFILE_EXCL) throw new KernelError(EEXIST, 'copyfile', pathString(src), pathString(dest));
+        return;
+      }
+      const to = await this.open(dest, mode & COPYFILE_EXCL ? 'wx' : 'w', Number(st.mode & 0o7777n));
       try {
         for (;;) {
           const n = check(
@@ -212,7 +250,7 @@ export class KernelFs {
           );
           if (n === 0) break;
         }
-        await to.chmod(st.mode & 0o7777);
+        await to.chmod(Number(st.mode & 0o7777n));
       } finally {
         await to.close();
       }
@@ -265,8 +303,8 @@ export class KernelFs {
 
   // --- changing status ------------------------------------------------------
 
-  async chmod(path: PathLike, mode: number): Promise<void> {
-    await this.onPath('chmod', path, (p) => this.call(NR.fchmodat, C.AT_FDCWD, p, mode));
+  async chmod(path: PathLike, mode: number | string): Promise<void> {
+    await this.onPath('chmod', path, (p) => this.call(NR.fchmodat, C.AT_FDCWD, p, modeNumber(mode)));
   }
 
   async chown(path: PathLike, uid: number, gid: number): Promise<void> {
@@ -348,9 +386,9 @@ export class KernelFs {
 
   // --- directories ----------------------------------------------------------
 
-  async mkdir(path: PathLike, options?: number | { recursive?: boolean; mode?: number }): Promise<string | undefined> {
-    const opts = typeof options === 'number' ? { mode: options } : (options ?? {});
-    const mode = opts.mode ?? 0o777;
+  async mkdir(path: PathLike, options?: number | string | { recursive?: boolean; mode?: number | string }): Promise<string | undefined> {
+    const opts = typeof options === 'number' || typeof options === 'string' ? { mode: options } : (options ?? {});
+    const mode = modeNumber(opts.mode ?? 0o777);
     if (!opts.recursive) {
       await this.onPath('mkdir', path, (p) => this.call(NR.mkdirat, C.AT_FDCWD, p, mode));
       return undefined;
@@ -385,17 +423,19 @@ export class KernelFs {
     const name = pathString(path);
     let st: Stats;
     try {
-      st = await this.lstat(name);
+      st = await this.lstat(path);
     } catch (e) {
       if (options.force && (e as KernelError).code === 'ENOENT') return;
       throw e;
     }
-    if (!st.isDirectory()) return this.unlink(name);
+    if (!st.isDirectory()) return this.unlink(path);
     if (!options.recursive) throw new KernelError(EISDIR, 'rm', name);
-    for (const entry of await this.readdir(name)) {
-      await this.rm(`${name.replace(/\/+$/, '')}/${entry}`, { ...options, force: false });
+    // As bytes: a name that is not UTF-8 would not survive a string.
+    const dir = Buffer.from(pathBytes(path)).toString('latin1').replace(/\/+$/, '');
+    for (const entry of await this.readdir(path, { encoding: 'buffer' })) {
+      await this.rm(Buffer.from(`${dir}/${entry.toString('latin1')}`, 'latin1'), { ...options, force: false });
     }
-    await this.rmdir(name);
+    await this.rmdir(path);
   }
 
   readdir(path: PathLike, options: { withFileTypes: true }): Promise<Dirent[]>;
@@ -440,7 +480,8 @@ export class KernelFs {
     const name = e.name.toString('utf8');
     let type = e.type;
     if (type === DT_UNKNOWN) {
-      const st = await this.lstat(`${parent.replace(/\/+$/, '')}/${name}`);
+      // By its bytes: a name that is not UTF-8 would not survive a string.
+      const st = await this.lstat(Buffer.concat([Buffer.from(`${parent.replace(/\/+$/, '')}/`), e.name]));
       type = (st.mode & C.S_IFMT) >> 12;
     }
     return new Dirent(name, parent, type, e.ino);
@@ -541,15 +582,38 @@ export class FileHandle {
     private readonly path: string,
   ) {}
 
+  /* The fd, while open: once closed, its number may be another file's. */
+  private open(syscall: string): number {
+    if (this.#closed) {
+      const e = new KernelError(EBADF, syscall, this.path);
+      e.message = `EBADF: file closed, ${syscall} '${this.path}'`;
+      throw e;
+    }
+    return this.fd;
+  }
+
   private async checked(syscall: string, nr: number, ...args: (number | bigint)[]): Promise<number> {
-    return check(await this.kernel.call(nr, this.fd, ...args), syscall, this.path);
+    return check(await this.kernel.call(nr, this.open(syscall), ...args), syscall, this.path);
   }
 
   /** The file position, or null when the file has none (a pipe). */
   private async position(): Promise<number | null> {
-    const ret = await this.kernel.call(NR.lseek, this.fd, 0, C.SEEK_CUR);
+    const ret = await this.kernel.call(NR.lseek, this.open('read'), 0, C.SEEK_CUR);
     if (ret === -ESPIPE) return null;
     return check(ret, 'read', this.path);
+  }
+
+  /*
+   * Calls at the file position, one after another: each reads it, moves
+   * data in chunks at offsets from it, then sets it, which two at once
+   * would both start from (read(2) and write(2) move it as one step).
+   */
+  #atPosition: Promise<unknown> = Promise.resolve();
+
+  private atFilePosition<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.#atPosition.then(fn, fn);
+    this.#atPosition = run.catch(() => undefined);
+    return run;
   }
 
   /**
@@ -558,15 +622,22 @@ export class FileHandle {
    * Returns the number of bytes read: less than length only at the end.
    */
   async readInto(target: Uint8Array, position: number | null): Promise<number> {
-    let start = position ?? (await this.position());
-    if (start === null) return this.readSequential(target);
-    const total = await transferChunks(this.kernel, target.length, async (buf, at, len) => {
-      const n = await this.checked('read', NR.pread64, buf.address, len, start! + at);
+    if (position !== null) return this.readAt(target, position);
+    return this.atFilePosition(async () => {
+      const start = await this.position();
+      if (start === null) return this.readSequential(target);
+      const total = await this.readAt(target, start);
+      await this.checked('read', NR.lseek, start + total, C.SEEK_SET);
+      return total;
+    });
+  }
+
+  private readAt(target: Uint8Array, start: number): Promise<number> {
+    return transferChunks(this.kernel, target.length, async (buf, at, len) => {
+      const n = await this.checked('read', NR.pread64, buf.address, len, start + at);
       target.set(buf.bytes.subarray(0, n), at);
       return n;
     });
-    if (position === null) await this.checked('read', NR.lseek, start + total, C.SEEK_SET);
-    return total;
   }
 
   private async readSequential(target: Uint8Array): Promise<number> {
@@ -584,9 +655,18 @@ export class FileHandle {
 
   /** Writes data at position (null: the file position, or the end in append mode). */
   async writeAll(data: Uint8Array, position: number | null): Promise<number> {
-    const start = position ?? (await this.appendOrPosition());
-    if (start === null) return this.writeSequential(data);
-    const total = await transferChunks(this.kernel, data.length, async (buf, at, len) => {
+    if (position !== null) return this.writeAt(data, position);
+    return this.atFilePosition(async () => {
+      const start = await this.appendOrPosition();
+      if (start === null) return this.writeSequential(data);
+      const total = await this.writeAt(data, start);
+      await this.checked('write', NR.lseek, start + total, C.SEEK_SET);
+      return total;
+    });
+  }
+
+  private writeAt(data: Uint8Array, start: number): Promise<number> {
+    return transferChunks(this.kernel, data.length, async (buf, at, len) => {
       buf.bytes.set(data.subarray(at, at + len));
       let done = 0;
       while (done < len) {
@@ -594,8 +674,6 @@ export class FileHandle {
       }
       return len;
     });
-    if (position === null) await this.checked('write', NR.lseek, start + total, C.SEEK_SET);
-    return total;
   }
 
   /* Appending (or a pipe) must write in order: null.  Else the position. */
@@ -624,13 +702,17 @@ export class FileHandle {
   /** The data extents [start, end) of the file's first `size` bytes: holes are left out. */
   dataExtents(size: number): Promise<[number, number][]> {
     return dataExtents(size, async (offset, whence) => {
-      const ret = await this.kernel.call(NR.lseek, this.fd, offset, whence);
+      const ret = await this.kernel.call(NR.lseek, this.open('lseek'), offset, whence);
       return ret === -ENXIO ? -1 : check(ret, 'lseek', this.path);
     });
   }
 
   /** Reads from the file position to the end, and moves the position there. */
-  async readAll(): Promise<Buffer> {
+  readAll(): Promise<Buffer> {
+    return this.atFilePosition(() => this.readToEnd());
+  }
+
+  private async readToEnd(): Promise<Buffer> {
     const st = await this.stat();
     const start = st.isFile() ? await this.position() : null;
     if (start === null) {
@@ -760,8 +842,8 @@ export class FileHandle {
     });
   }
 
-  async chmod(mode: number): Promise<void> {
-    await this.checked('fchmod', NR.fchmod, mode);
+  async chmod(mode: number | string): Promise<void> {
+    await this.checked('fchmod', NR.fchmod, modeNumber(mode));
   }
 
   async chown(uid: number, gid: number): Promise<void> {
@@ -778,7 +860,7 @@ export class FileHandle {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.checked('close', NR.close);
+    check(await this.kernel.call(NR.close, this.fd), 'close', this.path);
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -16,6 +16,8 @@ interface MountEntry {
   source: string;
   target: string;
   type: string;
+  /** The filesystem is read-only (its superblock's options say ro). */
+  readOnly: boolean;
 }
 
 /** Bytes of the image: where a partition starts, and its size. */
@@ -45,6 +47,7 @@ function hostMounts(): MountEntry[] {
       target: unescapeField(fields[4]),
       type: fields[dash + 1],
       source: unescapeField(fields[dash + 2]),
+      readOnly: (fields[dash + 3] ?? '').split(',').includes('ro'),
     });
   }
   return mounts;
@@ -254,7 +257,11 @@ function stack(name: string, names = new Set<string>(), numbers = new Set<string
  * device), or the file itself (fuse2fs, by its absolute path) — and
  * through what; undefined if nowhere.
  */
-export function hostMountOf(image: FileId, rdev: bigint | undefined, range: ByteRange): { target: string; device: string } | undefined {
+export function hostMountOf(
+  image: FileId,
+  rdev: bigint | undefined,
+  range: ByteRange,
+): { target: string; device: string; readOnly: boolean } | undefined {
   const mounts = hostMounts();
   // Resolved once: a source that is a path, to its real path and identity.
   const sources = new Map<string, { real: string; id?: FileId }>();
@@ -273,7 +280,7 @@ export function hostMountOf(image: FileId, rdev: bigint | undefined, range: Byte
     return known;
   };
   const itself = mounts.find((m) => m.type !== 'fuse.lklfuse' && rdev === undefined && sameFile(source(m.source).id, image));
-  if (itself) return { target: itself.target, device: `${itself.type} of the file` };
+  if (itself) return { target: itself.target, device: `${itself.type} of the file`, readOnly: itself.readOnly };
 
   const overlapping = backingDevices(image, rdev)
     .flatMap(withPartitions)
@@ -286,7 +293,7 @@ export function hostMountOf(image: FileId, rdev: bigint | undefined, range: Byte
       const real = source(m.source).real;
       return real.startsWith('/dev/') && names.has(basename(real));
     });
-    if (mount) return { target: mount.target, device: `/dev/${d.name}` };
+    if (mount) return { target: mount.target, device: `/dev/${d.name}`, readOnly: mount.readOnly };
   }
   return undefined;
 }

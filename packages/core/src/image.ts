@@ -27,6 +27,8 @@ export interface ImageOptions {
   options?: string;
   /** Kernel memory, in MiB. */
   memoryMb?: number;
+  /** Told what is no error but may surprise; default process.emitWarning. */
+  warn?: (message: string) => void;
   /** Show the kernel's messages on stderr. */
   printk?: boolean;
   /** When the image does not exist: make it this size with mkfs.<type>. */
@@ -155,6 +157,7 @@ export async function openImage(o: ImageOptions): Promise<MountedImage> {
       partition: o.partition ?? 0,
       readOnly: o.readOnly,
       options: o.options,
+      warn: o.warn,
     });
     // Watched from here: writes fail in the background, long before close.
     // Only a filesystem mounted read-write takes writes (squashfs, say,

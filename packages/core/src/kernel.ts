@@ -336,8 +336,10 @@ export class Kernel {
 
   /**
    * Shuts the kernel down: it syncs, unmounts every filesystem and powers
-   * off.  Waits for calls in flight first.  Rejects when the power-off was
-   * not clean, with the console's last lines.
+   * off.  Waits for the system calls in flight first; an fs operation
+   * made of several (writeFile: open, writes, close) that is still going
+   * fails with ESHUTDOWN at its next call: await it before shutting down.
+   * Rejects when the power-off was not clean, with the console's last lines.
    */
   shutdown(timeoutMs = 60000): Promise<void> {
     this.#shutdown ??= (async () => {

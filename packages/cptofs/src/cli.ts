@@ -186,6 +186,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     memoryMb: o.mb,
     printk: o.printk,
     create: o.create,
+    warn: (message) => report.warn('host', message),
   });
 
   const k = image.kernel;

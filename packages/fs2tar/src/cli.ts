@@ -148,6 +148,7 @@ async function main(argv: string[]): Promise<number> {
     readOnly: true,
     memoryMb: o.mb,
     printk: o.printk,
+    warn: (message) => report.warn('host', message),
   });
   const k = image.kernel;
   // A regular file (or a new one) is written under a temporary name and

@@ -1,6 +1,9 @@
 // kernel.fs against the kernel's tmpfs: every call, its results and its
 // errors, compared where it makes sense with what node:fs does on the host.
 import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CONSTANTS as C, Kernel, KernelError } from '../src';
 
 let k: Kernel;
@@ -157,6 +160,31 @@ describe('as node:fs has them, where it was easy to get wrong', () => {
     const when = new Date(Date.UTC(2000, 0, 1, 0, 0, 0, 123));
     await fs().utimes('/t/when', when, when);
     expect((await fs().stat('/t/when', { bigint: true })).mtimeNs).toBe(946684800123000000n);
+  });
+
+  test('readdir recursive lists what node:fs lists for the same tree', async () => {
+    const host = mkdtempSync(join(tmpdir(), 'lkl-um-readdir-'));
+    try {
+      for (const d of ['d', 'd/e', 'f']) {
+        await fs().mkdir(`/t/rec/${d}`, { recursive: true });
+        mkdirSync(join(host, d), { recursive: true });
+      }
+      for (const f of ['a', 'd/b', 'd/e/c']) {
+        await fs().writeFile(`/t/rec/${f}`, f);
+        writeFileSync(join(host, f), f);
+      }
+      const want = readdirSync(host, { recursive: true }) as string[];
+      expect([...(await fs().readdir('/t/rec', { recursive: true }))].sort()).toEqual([...want].sort());
+      const typed = await fs().readdir('/t/rec', { recursive: true, withFileTypes: true });
+      expect(typed.map((d) => `${d.parentPath}/${d.name}:${d.isDirectory()}`).sort()).toEqual(
+        ['a:false', 'd:true', 'd/b:false', 'd/e:true', 'd/e/c:false', 'f:true'].map((x) => {
+          const [p, t] = x.split(':');
+          return `/t/rec${p.includes('/') ? `/${p.slice(0, p.lastIndexOf('/'))}` : ''}/${p.slice(p.lastIndexOf('/') + 1)}:${t}`;
+        }).sort(),
+      );
+    } finally {
+      rmSync(host, { recursive: true, force: true });
+    }
   });
 
   test('rm -r removes names that are not UTF-8', async () => {

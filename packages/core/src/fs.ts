@@ -438,13 +438,34 @@ export class KernelFs {
     await this.rmdir(path);
   }
 
-  readdir(path: PathLike, options: { withFileTypes: true }): Promise<Dirent[]>;
-  readdir(path: PathLike, options?: { withFileTypes?: false; encoding?: BufferEncoding }): Promise<string[]>;
-  readdir(path: PathLike, options: { withFileTypes?: false; encoding: 'buffer' }): Promise<Buffer[]>;
+  readdir(path: PathLike, options: { withFileTypes: true; recursive?: boolean }): Promise<Dirent[]>;
+  readdir(path: PathLike, options?: { withFileTypes?: false; encoding?: BufferEncoding; recursive?: boolean }): Promise<string[]>;
+  readdir(path: PathLike, options: { withFileTypes?: false; encoding: 'buffer'; recursive?: boolean }): Promise<Buffer[]>;
   async readdir(
     path: PathLike,
-    options: { withFileTypes?: boolean; encoding?: BufferEncoding | 'buffer' } = {},
+    options: { withFileTypes?: boolean; encoding?: BufferEncoding | 'buffer'; recursive?: boolean } = {},
   ): Promise<string[] | Buffer[] | Dirent[]> {
+    const encoding = options.encoding ?? 'utf8';
+    const found: (string | Buffer | Dirent)[] = [];
+    // Recursive, as node:fs has it: names under subdirectories are paths
+    // from `path`, each directory's entries after it.
+    const walk = async (dir: Buffer, prefix: Buffer): Promise<void> => {
+      for (const e of await this.rawEntries(dir)) {
+        const name = Buffer.concat([prefix, e.name]);
+        const full = Buffer.concat([dir, Buffer.from('/'), e.name]);
+        const entry = options.withFileTypes ? await this.dirent(pathString(dir), e) : undefined;
+        found.push(entry ?? (encoding === 'buffer' ? name : name.toString(encoding)));
+        if (!options.recursive) continue;
+        const isDir = entry ? entry.isDirectory() : e.type === DT_DIR || (e.type === DT_UNKNOWN && (await this.lstat(full)).isDirectory());
+        if (isDir) await walk(full, Buffer.concat([name, Buffer.from('/')]));
+      }
+    };
+    await walk(Buffer.from(pathBytes(path)), Buffer.alloc(0));
+    return found as string[] | Buffer[] | Dirent[];
+  }
+
+  /* A directory's raw entries, in node:fs's order (libuv's scandir sorts by the names' bytes). */
+  private async rawEntries(path: PathLike): Promise<RawDirent[]> {
     const dir = await this.opendir(path);
     const entries: RawDirent[] = [];
     try {
@@ -452,16 +473,7 @@ export class KernelFs {
     } finally {
       await dir.close();
     }
-    // node:fs sorts (libuv's scandir does): byte order of the names.
-    entries.sort((a, b) => Buffer.compare(a.name, b.name));
-    const encoding = options.encoding ?? 'utf8';
-    if (options.withFileTypes) {
-      const parent = pathString(path);
-      return Promise.all(entries.map((e) => this.dirent(parent, e)));
-    }
-    return encoding === 'buffer'
-      ? entries.map((e) => Buffer.from(e.name))
-      : entries.map((e) => e.name.toString(encoding));
+    return entries.sort((a, b) => Buffer.compare(a.name, b.name));
   }
 
   async opendir(path: PathLike): Promise<Dir> {
@@ -974,5 +986,6 @@ export interface RawDirent {
 }
 
 const DT_UNKNOWN = 0;
+const DT_DIR = 4;
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');

@@ -23,6 +23,12 @@ describe('Excluder', () => {
   ])('%s against %s: %s', (pattern, rel, excluded) => {
     expect(new Excluder([pattern]).excludes(rel)).toBe(excluded);
   });
+
+  test("GNU tar's way (fs2tar): * matches '/' too", () => {
+    expect(new Excluder(['etc/*.conf'], true).excludes('etc/PackageKit/PackageKit.conf')).toBe(true);
+    expect(new Excluder(['etc/*.conf']).excludes('etc/PackageKit/PackageKit.conf')).toBe(false);
+    expect(new Excluder(['*.conf'], true).excludes('etc/a.conf')).toBe(true);
+  });
 });
 
 describe('globToRegExp', () => {

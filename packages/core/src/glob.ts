@@ -1,7 +1,12 @@
 // Shell-style patterns, for --exclude and for cpfromfs sources: * and ?
 // within a name, [...] classes, ** across directories.
 
-export function globToRegExp(pattern: string): RegExp {
+/**
+ * A shell pattern as a RegExp.  With `matchSlash`, * and ? match '/' too,
+ * as GNU tar's --exclude patterns do (its --wildcards-match-slash).
+ */
+export function globToRegExp(pattern: string, matchSlash = false): RegExp {
+  const notSlash = matchSlash ? '.' : '[^/]';
   let re = '';
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i];
@@ -13,9 +18,9 @@ export function globToRegExp(pattern: string): RegExp {
         i++;
       } else re += '.*';
     } else if (c === '*') {
-      re += '[^/]*';
+      re += `${notSlash}*`;
     } else if (c === '?') {
-      re += '[^/]';
+      re += notSlash;
     } else if (c === '[') {
       const end = pattern.indexOf(']', i + 2);
       if (end < 0) {
@@ -48,14 +53,16 @@ export class Excluder {
   readonly #byName: RegExp[] = [];
   readonly #byPath: RegExp[] = [];
 
-  constructor(patterns: string[]) {
+  /** `matchSlash`: * and ? match '/' too, as in GNU tar's --exclude (fs2tar's). */
+  constructor(patterns: string[], matchSlash = false) {
     for (const p of patterns) {
       // From the top: '/a/b', or './a/b' as names in an archive start (fs2tar's do).
       const fromTop = /^\.?\//.test(p);
       const trimmed = p.replace(/\/+$/, '').replace(/^(\.?\/)+/, '');
-      if (!fromTop && !trimmed.includes('/')) this.#byName.push(globToRegExp(trimmed));
-      else if (fromTop) this.#byPath.push(globToRegExp(trimmed));
-      else this.#byPath.push(new RegExp(`^(?:.*/)?${globToRegExp(trimmed).source.slice(1)}`));
+      const re = globToRegExp(trimmed, matchSlash);
+      if (!fromTop && !trimmed.includes('/')) this.#byName.push(re);
+      else if (fromTop) this.#byPath.push(re);
+      else this.#byPath.push(new RegExp(`^(?:.*/)?${re.source.slice(1)}`));
     }
   }
 

@@ -6,6 +6,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { join } from 'node:path';
+import { host } from '@lkl-um/core';
 import { expectSuccess, FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
 import { byteNames, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
@@ -131,12 +132,36 @@ describe('archives', () => {
     expect(z.stdout).not.toMatch(/-link/);
     expect(z.stdout).toMatch(/2001-09-09/);
     const gnu = join(work, 'gnu.tar');
-    expectSuccess(cli(['--format', 'gnu', image, gnu]));
+    const r = cli(['--format', 'gnu', image, gnu]);
+    expectSuccess(r);
+    // The tree's xattrs cannot go: said, not dropped in silence.
+    expect(r.stderr).toMatch(/^fs2tar: warning: --format gnu keeps no extended attributes \(capabilities, ACLs\), like those of '\/tree\/[^']+': pax, the default, does\n/);
     expect(run('tar', ['-tf', gnu])).toContain(`./tree/${'n'.repeat(255)}`);
     const x = join(work, 'x-gnu');
     fs.mkdirSync(x);
     run('tar', ['--numeric-owner', '-xpf', gnu, '-C', x]);
     expect(fs.readFileSync(join(x, 'tree/file'), 'utf8')).toBe('some text\n');
+  });
+
+  test('-s writes each label beside the path in its own bytes, a newline or a backslash escaped', () => {
+    const img = join(work, 'labels.img');
+    FILESYSTEMS[0].make(img);
+    const names = [Buffer.from('caf\xe9', 'latin1'), Buffer.from('new\nline'), Buffer.from('sp ace'), Buffer.from('back\\slash')];
+    const mnt = fs.mkdtempSync(join(work, 'labels-mnt-'));
+    run('mount', ['-o', 'loop', img, mnt]);
+    try {
+      for (const n of names) {
+        const path = Buffer.concat([Buffer.from(`${mnt}/`), n]);
+        fs.writeFileSync(path, 'x');
+        host.setxattr(path, 'security.selinux', Buffer.from('system_u:object_r:etc_t:s0\0'));
+      }
+    } finally {
+      run('umount', [mnt]);
+    }
+    const labels = join(work, 'labels.txt');
+    expectSuccess(cli(['-s', labels, img, join(work, 'labels.tar')]));
+    const lines = ['back\\\\slash', 'caf\xe9', 'new\\nline', 'sp ace'].map((n) => Buffer.from(`/${n} system_u:object_r:etc_t:s0\n`, 'latin1'));
+    expect(fs.readFileSync(labels)).toEqual(Buffer.concat(lines));
   });
 
   test('--owner-names takes names from the image\'s /etc/passwd and /etc/group', () => {
@@ -150,6 +175,21 @@ describe('archives', () => {
     const archive = join(work, 'names.tar');
     expectSuccess(cli(['--owner-names', img, archive]));
     expect(run('tar', ['-tvf', archive])).toMatch(/owner\/groupie .* \.\/owned/);
+ 
+    // /etc/passwd as an absolute symlink (to /usr/lib/passwd) is the image's
+    // own, as in a chroot; a missing /etc/group is said, and ids go as numbers.
+    const root = join(work, 'names-root');
+    fs.mkdirSync(join(root, 'etc'), { recursive: true });
+    fs.mkdirSync(join(root, 'usr/lib'), { recursive: true });
+    fs.copyFileSync(join(etc, 'passwd'), join(root, 'usr/lib/passwd'));
+    fs.symlinkSync('/usr/lib/passwd', join(root, 'etc/passwd'));
+    const img2 = join(work, 'names-link.img');
+    FILESYSTEMS[0].make(img2);
+    expectSuccess(spawnSync(process.execPath, [cptofs, '-q', '-i', img2, `${root}/.`, join(tree, 'owned'), '/'], { encoding: 'utf8' }));
+    const linked = cli(['--owner-names', img2, join(work, 'names-link.tar')]);
+    expectSuccess(linked);
+    expect(linked.stderr).toBe('fs2tar: warning: --owner-names: no /etc/group in the image (ENOENT): its ids go as numbers\n');
+    expect(run('tar', ['-tvf', join(work, 'names-link.tar')])).toMatch(/owner\/5678 .* \.\/owned/);
   });
 
   test('a 4 GiB sparse file exports in about the time of its data, and extracts sparse', () => {
@@ -424,5 +464,20 @@ for at in range(0, len(data) - 512, 512):
     const listing = run('tar', ['-tvf', archive]);
     expect(listing).toMatch(new RegExp(` ${fs.statSync(join(src, 'big')).size} .* \\./big`));
     expect(listing).toMatch(/\.\/zlast/);
+
+    // A small file (read ahead whole) too: kept, padded, not left out.
+    const smallSrc = join(work, 'squash-small-src');
+    fs.mkdirSync(smallSrc, { recursive: true });
+    fs.writeFileSync(join(smallSrc, 'small'), Array.from({ length: 2500 }, (_, i) => `line ${i} of a small file\n`).join(''));
+    const small = join(work, 'bad-small.squashfs');
+    fs.rmSync(small, { force: true });
+    run('mksquashfs', [smallSrc, small, '-quiet', '-noappend', '-no-fragments']);
+    const smallBytes = fs.readFileSync(small);
+    for (let i = 200; i < 400; i++) smallBytes[i] ^= 0x55; // inside its one data block
+    fs.writeFileSync(small, smallBytes);
+    const r2 = cli([small, join(work, 'bad-small.tar')]);
+    expect(r2.status).toBe(1);
+    expect(r2.stderr).toBe("fs2tar: cannot read '/small': EIO: i/o error, read '/small'; padded with zeros\n");
+    expect(run('tar', ['-tvf', join(work, 'bad-small.tar')])).toMatch(new RegExp(` ${fs.statSync(join(smallSrc, 'small')).size} .* \\./small`));
   });
 });

@@ -42,7 +42,7 @@ function program(): Command {
     .option('-t, --filesystem-type <type>', 'ext4, btrfs, xfs, vfat, ... or auto', 'auto')
     .option('-P, --partition <n>', 'the partition to export (1 is the first); default the whole image', integerOption('--partition'))
     .option('-C, --directory <path>', 'export this directory of the image, not all of it')
-    .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable): a name anywhere; a/b, a path ending so; /a/b, from the top').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
+    .addOption(new Option('--exclude <pattern>', 'skip what matches (repeatable): a name anywhere; a/b, a path ending so; /a/b, from the top; * matches / too, as in GNU tar').default([]).argParser((v: string, prev: string[]) => [...prev, v]))
     // Declared as conflicting: commander then reports -z --zstd as a usage
     // error while parsing, before the kernel boots.
     .addOption(new Option('-z, --gzip', 'compress with gzip').conflicts('zstd'))
@@ -53,7 +53,7 @@ function program(): Command {
     .addOption(new Option('--sort <order>', 'name: the same image always gives the same bytes').choices(['name', 'none']).default('name'))
     .option('--mtime <date>', 'set every mtime to this (a date, or @seconds); drops atime and ctime')
     .option('--clamp-mtime', 'with --mtime: only lower mtimes newer than it')
-    .option('-s, --selinux <file>', 'write "path context" lines for the entries\' SELinux labels to this file')
+    .option('-s, --selinux <file>', 'write "path context" lines for the entries\' SELinux labels to this file (in a path, \\\\ and \\n stand for a backslash and a newline)')
     .option('-m, --mb <mb>', 'kernel memory in MiB', integerOption('--mb'), 256)
     .option('-p, --printk', 'show the kernel\'s messages')
     .option('-v, --verbose', 'name each entry as it is archived (on stderr when the archive goes to stdout)')
@@ -157,18 +157,19 @@ async function main(argv: string[]): Promise<number> {
   // to as it is, as tar does: renaming over it would replace it.
   const partial = toStdout || !replaceable(target) ? undefined : join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
 
-  const selinux: string[] | undefined = o.selinux ? [] : undefined;
+  const selinux: Buffer[] | undefined = o.selinux ? [] : undefined;
   // -C names a directory from the image's root, as in a chroot.
   const resolved = o.directory ? await resolveInImage(k, image.root, o.directory, true).catch(() => undefined) : image.root;
   // The exporter carries paths as byte strings (see export.ts).
   const root = resolved === undefined ? undefined : Buffer.from(resolved, 'utf8').toString('latin1');
   const options: ExportOptions = {
     format: o.format,
-    exclude: new Excluder(o.exclude.map((p) => Buffer.from(p, 'utf8').toString('latin1'))),
+    // As GNU tar's: a * matches '/' too, so that tar command lines carry over.
+    exclude: new Excluder(o.exclude.map((p) => Buffer.from(p, 'utf8').toString('latin1')), true),
     sort: o.sort === 'name',
-    names: o.ownerNames ? await ownerNames(k, image.root) : undefined,
+    names: o.ownerNames ? await ownerNames(k, image.root, (message) => report.warn('owner-names', message)) : undefined,
     mtime: mtimeNs === undefined ? undefined : { ns: mtimeNs, clamp: !!o.clampMtime },
-    selinux,
+    selinux: selinux && ((path, context) => selinux.push(selinuxLine(path.slice(image.root.length) || '/', context))),
     onEntry: o.verbose ? (name) => (toStdout ? process.stderr : process.stdout).write(Buffer.from(`${name}\n`, 'latin1')) : undefined,
   };
   const display = (p: string) => shown(p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
@@ -214,7 +215,7 @@ async function main(argv: string[]): Promise<number> {
       );
     }
     if (partial) renameSync(partial, target);
-    if (selinux) writeFileSync(o.selinux!, selinux.join('\n') + (selinux.length ? '\n' : ''));
+    if (selinux) writeFileSync(o.selinux!, Buffer.concat(selinux));
   } catch (e) {
     if (partial) rmSync(partial, { force: true });
     throw e;
@@ -233,6 +234,20 @@ export function cli(): void {
   // A reader that goes away (| head) must not kill us before we clean up.
   process.stdout.on('error', () => undefined);
   run('fs2tar', () => main(process.argv));
+}
+
+/*
+ * A line of -s's file: the path from the image's root in its own bytes (a
+ * backslash or a newline in it written \\ and \n), a space, the context.
+ */
+function selinuxLine(path: string, context: Buffer): Buffer {
+  const end = context.indexOf(0);
+  return Buffer.concat([
+    Buffer.from(path.replace(/\\/g, '\\\\').replace(/\n/g, '\\n'), 'latin1'),
+    Buffer.from(' '),
+    end < 0 ? context : context.subarray(0, end),
+    Buffer.from('\n'),
+  ]);
 }
 
 /*

@@ -3,7 +3,7 @@
 // attribute (SCHILY.xattr.*), hard links as link entries, sparse files as
 // GNU sparse 1.0, sockets skipped.  Entries are read ahead of the writer, a
 // few dozen at a time; the stream's back-pressure bounds the memory.
-import { CONSTANTS as C, Excluder, Kernel, KernelError, Reporter } from '@lkl-um/core';
+import { CONSTANTS as C, Excluder, Kernel, KernelError, Reporter, resolveInImage } from '@lkl-um/core';
 import type { BigIntStats, RawDirent } from '@lkl-um/core';
 import { Transform } from 'node:stream';
 import type { Pack } from 'tar-stream';
@@ -18,8 +18,8 @@ export interface ExportOptions {
   names?: { users: Map<number, string>; groups: Map<number, string> };
   /** Every mtime this, or (clamp) at most this; seconds.nanoseconds. */
   mtime?: { ns: bigint; clamp: boolean };
-  /** Collects "path context" lines for each entry with security.selinux. */
-  selinux?: string[];
+  /** Told each entry's security.selinux: its path in the kernel (as bytes, see above), the label. */
+  selinux?: (path: string, context: Buffer) => void;
   /** Called with each entry's name as it is archived (for -v). */
   onEntry?: (name: string) => void;
 }
@@ -97,8 +97,12 @@ export class TarExporter {
     private readonly report: Reporter,
   ) {}
 
+  /* How image paths are named to the user (export()'s `display`). */
+  #display: (path: string) => string = (path) => path;
+
   /** Archives the tree at `root` in the kernel; `display` names image paths. */
   async export(root: string, display: (path: string) => string): Promise<void> {
+    this.#display = display;
     const queue: Promise<Entry | undefined>[] = [];
     const walker = this.#walk(root, './');
     // Read ahead of the writer; write in order.
@@ -176,11 +180,14 @@ export class TarExporter {
     const st = await this.k.fs.lstat(bytes(path), { bigint: true });
     const entry: Entry = { path, name, st, xattrs: [] };
     const mode = Number(st.mode);
+    const names = await this.k.fs.llistxattr(bytes(path)).catch((e: KernelError) =>
+      e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e),
+    );
     if (this.options.format === 'pax') {
-      const names = await this.k.fs.llistxattr(bytes(path)).catch((e: KernelError) =>
-        e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e),
-      );
       for (const x of names.sort()) entry.xattrs.push([x, await this.k.fs.lgetxattr(bytes(path), x)]);
+    } else if (names.length) {
+      // File capabilities and ACLs among them: lost without a word, else.
+      this.report.warn('xattrs', `--format gnu keeps no extended attributes (capabilities, ACLs), like those of '${this.#display(path)}': pax, the default, does`);
     }
     if (typeOf(mode) === C.S_IFLNK) entry.link = (await this.k.fs.readlink(bytes(path), { encoding: 'buffer' })).toString('latin1');
     if (typeOf(mode) === C.S_IFREG) {
@@ -194,12 +201,14 @@ export class TarExporter {
         }
       } else if (size <= SMALL) {
         // Exactly the size the header will say: open, one read, close.
+        // Less than that (a read error, a bad block): left to the writer,
+        // which reads it again as a large file and pads what it cannot,
+        // as GNU tar does, rather than leave the file out.
         const fh = await this.k.fs.open(bytes(path), C.O_RDONLY | C.O_NOFOLLOW);
         try {
           const data = Buffer.allocUnsafe(size);
-          const { bytesRead } = size ? await fh.read(data, 0, size, 0) : { bytesRead: 0 };
-          if (bytesRead < size) throw new Error('shrank while being read');
-          entry.data = data;
+          const { bytesRead } = size ? await fh.read(data, 0, size, 0).catch(() => ({ bytesRead: -1 })) : { bytesRead: 0 };
+          if (bytesRead === size) entry.data = data;
         } finally {
           await fh.close();
         }
@@ -284,9 +293,7 @@ export class TarExporter {
       }
     }
     const selinux = e.xattrs.find(([n]) => n === 'security.selinux');
-    if (selinux && this.options.selinux) {
-      this.options.selinux.push(`${display(e.path)} ${selinux[1].toString().replace(/\0$/, '')}`);
-    }
+    if (selinux) this.options.selinux?.(e.path, selinux[1]);
 
     // A later name of an inode (of any kind but a directory) is a hard link
     // to its first name, as GNU tar writes it.
@@ -507,10 +514,16 @@ export function padToRecord(): Transform {
 }
 
 /** uid -> name and gid -> name from the image's /etc/passwd and /etc/group. */
-export async function ownerNames(k: Kernel, root: string) {
+export async function ownerNames(k: Kernel, root: string, warn: (message: string) => void) {
   const table = async (file: string) => {
     const map = new Map<number, string>();
-    const text = await k.fs.readFile(`${root}/etc/${file}`, 'utf8').catch(() => '');
+    // Inside the image, as in a chroot: /etc/passwd -> /usr/lib/passwd is the image's own.
+    const text = await resolveInImage(k, root, `/etc/${file}`, true)
+      .then((at) => k.fs.readFile(at, 'utf8'))
+      .catch((e: Error) => {
+        warn(`--owner-names: no /etc/${file} in the image (${(e as { code?: string }).code ?? e.message}): its ids go as numbers`);
+        return '';
+      });
     for (const line of text.split('\n')) {
       const [name, , id] = line.split(':');
       if (name && id && /^\d+$/.test(id) && !map.has(Number(id))) map.set(Number(id), name);

@@ -500,6 +500,17 @@ describe('one image, several kernels', () => {
     }
   });
 
+  test('one kernel may read an image twice (readers share), not write it twice', async () => {
+    const image = join(work, 'twice.img');
+    FILESYSTEMS[0].make(image);
+    const one = await k.addDisk(image, { readOnly: true });
+    const two = await k.addDisk(image, { readOnly: true });
+    expect(two.name).not.toBe(one.name);
+    await expect(k.addDisk(image, { lockTimeoutMs: 100 })).rejects.toThrow(/already added to this kernel, as vd[a-z]+ \(EBUSY\)/);
+    await one.remove();
+    await two.remove();
+  });
+
   test('a disk added for one partition locks that partition alone', async () => {
     const image = join(work, 'parts.img');
     writeFileSync(image, '');

@@ -28,6 +28,7 @@ describe('Excluder', () => {
     expect(new Excluder(['etc/*.conf'], true).excludes('etc/PackageKit/PackageKit.conf')).toBe(true);
     expect(new Excluder(['etc/*.conf']).excludes('etc/PackageKit/PackageKit.conf')).toBe(false);
     expect(new Excluder(['*.conf'], true).excludes('etc/a.conf')).toBe(true);
+    expect(new Excluder(['*.tmp'], true).excludes('a\nb.tmp')).toBe(true); // a newline is a character too
   });
 });
 

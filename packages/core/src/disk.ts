@@ -279,13 +279,15 @@ async function partitionsOf(kernel: Kernel, name: string): Promise<Partition[]> 
 const disksOf = new WeakMap<Kernel, Set<Disk>>();
 
 /*
- * The same bytes of an image twice in one kernel: its own lock refuses the
- * second, which would wait, then blame another kernel.  Said at once.
+ * The same bytes of an image twice in one kernel, one of them for writing:
+ * its own lock refuses the second, which would wait, then blame another
+ * kernel.  Said at once.
  */
-function refuseAddedTwice(kernel: Kernel, file: FileId, partition: number, name: string): void {
+function refuseAddedTwice(kernel: Kernel, file: FileId, partition: number, readOnly: boolean, name: string): void {
   for (const disk of disksOf.get(kernel) ?? []) {
     const theirs = disk.lockedPartition ?? 0;
-    if (disk.file?.dev !== file.dev || disk.file.ino !== file.ino || (partition && theirs && partition !== theirs)) continue;
+    if (disk.file?.dev !== file.dev || disk.file.ino !== file.ino) continue;
+    if ((partition && theirs && partition !== theirs) || (readOnly && disk.readOnly)) continue; // no conflict: readers share
     const e = new KernelError(EBUSY, 'addDisk', name);
     e.message = `${name}: already added to this kernel, as ${disk.name}${theirs ? ` for partition ${theirs}` : ''} (EBUSY): use that disk, or remove it first`;
     throw e;
@@ -299,7 +301,7 @@ export async function addDisk(kernel: Kernel, image: string | number, options: A
   try {
     const st = fstatSync(opened.fd, { bigint: true });
     const file = { dev: st.dev, ino: st.ino };
-    refuseAddedTwice(kernel, file, options.partition ?? 0, opened.name);
+    refuseAddedTwice(kernel, file, options.partition ?? 0, readOnly, opened.name);
     const timeout = options.lockTimeoutMs ?? IMAGE_LOCK_TIMEOUT_MS;
     const partition = options.partition ?? 0;
     loopFile = st.isBlockDevice() ? openLoopFile(st.rdev, readOnly) : undefined;
@@ -572,12 +574,13 @@ function checkHostMounted(disk: Disk, partition: number, named: string, readOnly
   if (!disk.file) return;
   const part = disk.partitions.find((p) => p.number === partition);
   const mounted = hostMountOf(disk.file, disk.file.rdev, part ? { start: part.start, size: part.size } : { start: 0, size: disk.size });
-  const server = mounted ? undefined : fuseServerWriting(disk.file);
   if (readOnly) {
+    // Only the host's own mounts: the scan for FUSE servers reads every
+    // process's fds, too much on every read for a warning.
     if (mounted && !mounted.readOnly) warn(`${named}: mounted read-write by the host on ${mounted.target}: what it has not written yet is not seen here`);
-    else if (server) warn(`${named}: being written by ${server.name} (pid ${server.pid}): what it has not written yet is not seen here`);
     return;
   }
+  const server = mounted ? undefined : fuseServerWriting(disk.file);
   const e = new KernelError(EBUSY, 'mount', disk.image);
   if (mounted) {
     e.message = `${named}: mounted by the host on ${mounted.target} (${mounted.device}; EBUSY): unmount it there first (only reading it needs no unmount)`;

@@ -233,14 +233,16 @@ export class KernelFs {
     try {
       const st = await from.stat({ bigint: true });
       if (st.isDirectory()) throw new KernelError(EISDIR, 'copyfile', pathString(src), pathString(dest));
-      // Onto itself (or a link to it): opening it to write would empty it.
-      const there = await this.stat(dest, { bigint: true }).catch(() => undefined);
-      if (there && there.dev === st.dev && there.ino === st.ino) {
-        if (mode & COPYFILE_EXCL) throw new KernelError(EEXIST, 'copyfile', pathString(src), pathString(dest));
-        return;
-      }
-      const to = await this.open(dest, mode & COPYFILE_EXCL ? 'wx' : 'w', Number(st.mode & 0o7777n));
+      // Opened without truncating, as libuv does: onto itself (or a link
+      // to it) it is left alone, where truncating would empty it.
+      const flags = C.O_WRONLY | C.O_CREAT | (mode & COPYFILE_EXCL ? C.O_EXCL : 0);
+      const to = await this.open(dest, flags, Number(st.mode & 0o7777n)).catch((e: KernelError) =>
+        Promise.reject(e.code === 'EEXIST' ? new KernelError(EEXIST, 'copyfile', pathString(src), pathString(dest)) : e),
+      );
       try {
+        const there = await to.stat({ bigint: true });
+        if (there.dev === st.dev && there.ino === st.ino) return;
+        await to.truncate(0);
         for (;;) {
           const n = check(
             await this.call(NR.copy_file_range, from.fd, 0, to.fd, 0, CHUNK * DEPTH * 4, 0),
@@ -447,20 +449,36 @@ export class KernelFs {
   ): Promise<string[] | Buffer[] | Dirent[]> {
     const encoding = options.encoding ?? 'utf8';
     const found: (string | Buffer | Dirent)[] = [];
-    // Recursive, as node:fs has it: names under subdirectories are paths
-    // from `path`, each directory's entries after it.
-    const walk = async (dir: Buffer, prefix: Buffer): Promise<void> => {
-      for (const e of await this.rawEntries(dir)) {
+    // Recursive as node:fs has it: a directory's entries, then its
+    // subdirectories' in turn (breadth first), named as paths from `path`;
+    // symlinks not followed.  By the names' bytes throughout.
+    const top = Buffer.from(Buffer.from(pathBytes(path)).toString('latin1').replace(/(?<=.)\/+$/, ''), 'latin1');
+    const queue: [dir: Buffer, prefix: Buffer][] = [[top, Buffer.alloc(0)]];
+    for (let next = queue.shift(); next; next = queue.shift()) {
+      const [dir, prefix] = next;
+      const entries = await this.rawEntries(dir).catch((e: KernelError) => {
+        if (dir !== top && e.code === 'ENOENT') return []; // gone meanwhile
+        throw e;
+      });
+      const typed = await Promise.all(
+        entries.map((e) =>
+          options.withFileTypes || (options.recursive && e.type === DT_UNKNOWN)
+            ? this.dirent(dir, e).catch((err: KernelError) => (dir !== top && err.code === 'ENOENT' ? undefined : Promise.reject(err)))
+            : undefined,
+        ),
+      );
+      entries.forEach((e, i) => {
         const name = Buffer.concat([prefix, e.name]);
-        const full = Buffer.concat([dir, Buffer.from('/'), e.name]);
-        const entry = options.withFileTypes ? await this.dirent(pathString(dir), e) : undefined;
-        found.push(entry ?? (encoding === 'buffer' ? name : name.toString(encoding)));
-        if (!options.recursive) continue;
-        const isDir = entry ? entry.isDirectory() : e.type === DT_DIR || (e.type === DT_UNKNOWN && (await this.lstat(full)).isDirectory());
-        if (isDir) await walk(full, Buffer.concat([name, Buffer.from('/')]));
-      }
-    };
-    await walk(Buffer.from(pathBytes(path)), Buffer.alloc(0));
+        if (options.withFileTypes) {
+          if (typed[i]) found.push(typed[i]!);
+        } else found.push(encoding === 'buffer' ? name : name.toString(encoding));
+        const isDir = typed[i] ? typed[i]!.isDirectory() : e.type === DT_DIR;
+        if (options.recursive && isDir) {
+          const slash = dir.length === 1 && dir[0] === 0x2f ? dir : Buffer.concat([dir, Buffer.from('/')]);
+          queue.push([Buffer.concat([slash, e.name]), Buffer.concat([name, Buffer.from('/')])]);
+        }
+      });
+    }
     return found as string[] | Buffer[] | Dirent[];
   }
 
@@ -488,16 +506,18 @@ export class KernelFs {
    * their directories (iso9660, ...) say DT_UNKNOWN: then, as node:fs does,
    * ask lstat.
    */
-  async dirent(parent: string, e: RawDirent): Promise<Dirent> {
+  async dirent(parent: string | Buffer, e: RawDirent): Promise<Dirent> {
     const name = e.name.toString('utf8');
+    const dir = Buffer.from(parent).toString('latin1').replace(/(?<=.)\/+$/, '');
     let type = e.type;
     if (type === DT_UNKNOWN) {
       // By its bytes: a name that is not UTF-8 would not survive a string.
-      const st = await this.lstat(Buffer.concat([Buffer.from(`${parent.replace(/\/+$/, '')}/`), e.name]));
+      const st = await this.lstat(Buffer.from(`${dir === '/' ? '' : dir}/${e.name.toString('latin1')}`, 'latin1'));
       type = (st.mode & C.S_IFMT) >> 12;
     }
-    return new Dirent(name, parent, type, e.ino);
+    return new Dirent(name, Buffer.from(dir, 'latin1').toString('utf8'), type, e.ino);
   }
+
 
   // --- extended attributes ---------------------------------------------------
 
@@ -585,6 +605,8 @@ function writeTimespecs(buf: WindowBuffer, ...times: TimeLike[]) {
 
 /** An open file in the kernel, as node:fs/promises' FileHandle. */
 export class FileHandle {
+  /* close() called: no new calls.  Closed: the fd is gone. */
+  #closing = false;
   #closed = false;
 
   constructor(
@@ -596,12 +618,19 @@ export class FileHandle {
 
   /* The fd, while open: once closed, its number may be another file's. */
   private open(syscall: string): number {
-    if (this.#closed) {
-      const e = new KernelError(EBADF, syscall, this.path);
-      e.message = `EBADF: file closed, ${syscall} '${this.path}'`;
-      throw e;
-    }
+    if (this.#closed) throw this.#refused(syscall, 'file closed');
     return this.fd;
+  }
+
+  /* A new call may start: not once close() has been called, as in node:fs. */
+  private accepting(syscall: string): void {
+    if (this.#closing) throw this.#refused(syscall, this.#closed ? 'file closed' : 'the FileHandle is closing');
+  }
+
+  #refused(syscall: string, why: string): KernelError {
+    const e = new KernelError(EBADF, syscall, this.path);
+    e.message = `EBADF: ${why}, ${syscall} '${this.path}'`;
+    return e;
   }
 
   private async checked(syscall: string, nr: number, ...args: (number | bigint)[]): Promise<number> {
@@ -633,7 +662,12 @@ export class FileHandle {
    * flight.  A null position reads from (and moves) the file position.
    * Returns the number of bytes read: less than length only at the end.
    */
-  async readInto(target: Uint8Array, position: number | null): Promise<number> {
+  readInto(target: Uint8Array, position: number | null): Promise<number> {
+    this.accepting('read');
+    return this.tracked(this.readFrom(target, position));
+  }
+
+  private async readFrom(target: Uint8Array, position: number | null): Promise<number> {
     if (position !== null) return this.readAt(target, position);
     return this.atFilePosition(async () => {
       const start = await this.position();
@@ -666,7 +700,12 @@ export class FileHandle {
   }
 
   /** Writes data at position (null: the file position, or the end in append mode). */
-  async writeAll(data: Uint8Array, position: number | null): Promise<number> {
+  writeAll(data: Uint8Array, position: number | null): Promise<number> {
+    this.accepting('write');
+    return this.tracked(this.writeFrom(data, position));
+  }
+
+  private async writeFrom(data: Uint8Array, position: number | null): Promise<number> {
     if (position !== null) return this.writeAt(data, position);
     return this.atFilePosition(async () => {
       const start = await this.appendOrPosition();
@@ -713,6 +752,7 @@ export class FileHandle {
 
   /** The data extents [start, end) of the file's first `size` bytes: holes are left out. */
   dataExtents(size: number): Promise<[number, number][]> {
+    this.accepting('lseek');
     return dataExtents(size, async (offset, whence) => {
       const ret = await this.kernel.call(NR.lseek, this.open('lseek'), offset, whence);
       return ret === -ENXIO ? -1 : check(ret, 'lseek', this.path);
@@ -721,11 +761,12 @@ export class FileHandle {
 
   /** Reads from the file position to the end, and moves the position there. */
   readAll(): Promise<Buffer> {
-    return this.atFilePosition(() => this.readToEnd());
+    this.accepting('read');
+    return this.tracked(this.atFilePosition(() => this.readToEnd()));
   }
 
   private async readToEnd(): Promise<Buffer> {
-    const st = await this.stat();
+    const st = (await this.fstat()) as Stats;
     const start = st.isFile() ? await this.position() : null;
     if (start === null) {
       // A pipe or a device: no size to go by, no position to read at.
@@ -798,20 +839,21 @@ export class FileHandle {
   }
 
   async readv(buffers: Uint8Array[], position: number | null = null): Promise<{ bytesRead: number; buffers: Uint8Array[] }> {
-    let bytesRead = 0;
+    // All of them in one piece, as readv(2): at the file position, one read.
+    const joined = Buffer.alloc(buffers.reduce((n, b) => n + b.length, 0));
+    const bytesRead = await this.readInto(joined, position);
+    let at = 0;
     for (const b of buffers) {
-      const n = await this.readInto(b, position === null ? null : position + bytesRead);
-      bytesRead += n;
-      if (n < b.length) break;
+      if (at >= bytesRead) break;
+      b.set(joined.subarray(at, Math.min(bytesRead, at + b.length)));
+      at += b.length;
     }
     return { bytesRead, buffers };
   }
 
   async writev(buffers: Uint8Array[], position: number | null = null): Promise<{ bytesWritten: number; buffers: Uint8Array[] }> {
-    let bytesWritten = 0;
-    for (const b of buffers) {
-      bytesWritten += await this.writeAll(b, position === null ? null : position + bytesWritten);
-    }
+    // All of them in one piece, as writev(2): at the file position, one write.
+    const bytesWritten = await this.writeAll(Buffer.concat(buffers), position);
     return { bytesWritten, buffers };
   }
 
@@ -830,20 +872,28 @@ export class FileHandle {
   }
 
   async truncate(len = 0): Promise<void> {
+    this.accepting('ftruncate');
     await this.checked('ftruncate', NR.ftruncate, len);
   }
 
   async sync(): Promise<void> {
+    this.accepting('fsync');
     await this.checked('fsync', NR.fsync);
   }
 
   async datasync(): Promise<void> {
+    this.accepting('fdatasync');
     await this.checked('fdatasync', NR.fdatasync);
   }
 
   stat(options: { bigint: true }): Promise<BigIntStats>;
   stat(options?: StatOptions): Promise<Stats>;
   async stat(options?: StatOptions): Promise<Stats | BigIntStats> {
+    this.accepting('fstat');
+    return this.fstat(options);
+  }
+
+  private async fstat(options?: StatOptions): Promise<Stats | BigIntStats> {
     return this.kernel.withBuffer(STRUCTS.statx.size, async (buf) => {
       await this.kernel.withBuffer(1, async (empty) => {
         empty.bytes[0] = 0;
@@ -855,22 +905,36 @@ export class FileHandle {
   }
 
   async chmod(mode: number | string): Promise<void> {
+    this.accepting('fchmod');
     await this.checked('fchmod', NR.fchmod, modeNumber(mode));
   }
 
   async chown(uid: number, gid: number): Promise<void> {
+    this.accepting('fchown');
     await this.checked('fchown', NR.fchown, uid, gid);
   }
 
   async utimes(atime: TimeLike, mtime: TimeLike): Promise<void> {
+    this.accepting('futime');
     await this.kernel.withBuffer(2 * STRUCTS.timespec.size, async (buf) => {
       writeTimespecs(buf, atime, mtime);
       await this.checked('futime', NR.utimensat, 0, buf.address, 0);
     });
   }
 
+  /* Reads and writes under way, which close() waits for, as node:fs's does. */
+  readonly #inFlight = new Set<Promise<unknown>>();
+
+  private tracked<T>(call: Promise<T>): Promise<T> {
+    this.#inFlight.add(call);
+    void call.finally(() => this.#inFlight.delete(call)).catch(() => undefined);
+    return call;
+  }
+
   async close(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closing) return;
+    this.#closing = true;
+    await Promise.allSettled([...this.#inFlight]);
     this.#closed = true;
     check(await this.kernel.call(NR.close, this.fd), 'close', this.path);
   }

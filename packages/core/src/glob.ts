@@ -6,7 +6,7 @@
  * as GNU tar's --exclude patterns do (its --wildcards-match-slash).
  */
 export function globToRegExp(pattern: string, matchSlash = false): RegExp {
-  const notSlash = matchSlash ? '.' : '[^/]';
+  const notSlash = matchSlash ? '[\\s\\S]' : '[^/]';
   let re = '';
   for (let i = 0; i < pattern.length; i++) {
     const c = pattern[i];
@@ -14,9 +14,9 @@ export function globToRegExp(pattern: string, matchSlash = false): RegExp {
       i++;
       // '**/': any directories, or none; a bare '**': anything.
       if (pattern[i + 1] === '/') {
-        re += '(?:.*/)?';
+        re += '(?:[\\s\\S]*/)?';
         i++;
-      } else re += '.*';
+      } else re += '[\\s\\S]*';
     } else if (c === '*') {
       re += `${notSlash}*`;
     } else if (c === '?') {
@@ -62,7 +62,7 @@ export class Excluder {
       const re = globToRegExp(trimmed, matchSlash);
       if (!fromTop && !trimmed.includes('/')) this.#byName.push(re);
       else if (fromTop) this.#byPath.push(re);
-      else this.#byPath.push(new RegExp(`^(?:.*/)?${re.source.slice(1)}`));
+      else this.#byPath.push(new RegExp(`^(?:[\\s\\S]*/)?${re.source.slice(1)}`));
     }
   }
 

@@ -180,12 +180,15 @@ export class TarExporter {
     const st = await this.k.fs.lstat(bytes(path), { bigint: true });
     const entry: Entry = { path, name, st, xattrs: [] };
     const mode = Number(st.mode);
+    const pax = this.options.format === 'pax';
+    // gnu keeps none: a damaged xattr block must not cost the entry there.
     const names = await this.k.fs.llistxattr(bytes(path)).catch((e: KernelError) =>
-      e.code === 'EOPNOTSUPP' ? [] : Promise.reject(e),
+      e.code === 'EOPNOTSUPP' || !pax ? [] : Promise.reject(e),
     );
-    if (this.options.format === 'pax') {
-      for (const x of names.sort()) entry.xattrs.push([x, await this.k.fs.lgetxattr(bytes(path), x)]);
-    } else if (names.length) {
+    // gnu: only the label, for -s.
+    const wanted = pax ? names.sort() : names.filter((x) => x === 'security.selinux' && this.options.selinux);
+    for (const x of wanted) entry.xattrs.push([x, await this.k.fs.lgetxattr(bytes(path), x)]);
+    if (!pax && names.length) {
       // File capabilities and ACLs among them: lost without a word, else.
       this.report.warn('xattrs', `--format gnu keeps no extended attributes (capabilities, ACLs), like those of '${this.#display(path)}': pax, the default, does`);
     }

@@ -37,12 +37,19 @@ export function expectSuccess(r: { status: number | null; signal?: string | null
   if (r.status !== 0) throw new Error(`${r.signal ? `killed by ${r.signal}` : `exited ${r.status}`}, saying:\n${r.stderr}`);
 }
 
-/** Runs a command, sends it SIGINT after `afterMs`; its exit status and stderr. */
-export function runInterrupted(cmd: string, args: string[], afterMs: number): Promise<{ status: number | null; stderr: string }> {
+/**
+ * Runs a command, sends it SIGINT after `afterMs` (`times` times, 20 ms
+ * apart, as timeout(1) and a terminal may); its exit status and stderr.
+ */
+export function runInterrupted(cmd: string, args: string[], afterMs: number, times = 1): Promise<{ status: number | null; stderr: string }> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   child.stderr.on('data', (d) => (stderr += d));
-  const timer = setTimeout(() => child.kill('SIGINT'), afterMs);
+  const interrupt = (left: number) => {
+    child.kill('SIGINT');
+    if (left > 1) timer = setTimeout(() => interrupt(left - 1), 20);
+  };
+  let timer = setTimeout(() => interrupt(times), afterMs);
   return new Promise((done) =>
     child.on('exit', (status) => {
       clearTimeout(timer);

@@ -130,6 +130,29 @@ export function parseCommandLine(cmd: { parse(argv: string[]): unknown }, argv: 
 /** The largest uid or gid: (uid_t)-1 means "leave it as it is" to chown(2). */
 export const MAX_ID = 0xfffffffe;
 
+/* Signals this close to the first are the same interruption, told twice. */
+const SAME_INTERRUPTION_MS = 1000;
+
+/**
+ * Ctrl-C (SIGINT) and SIGTERM, caught: `first` runs on the first, `again`
+ * on a later one.  One within a second of the first is the same
+ * interruption told twice (timeout(1) signals the command, then its
+ * process group; a terminal and a kill): not a second one.
+ */
+export function onInterrupt(first: () => void, again: () => void): void {
+  let at: number | undefined;
+  const handler = () => {
+    if (at === undefined) {
+      at = Date.now();
+      first();
+    } else if (Date.now() - at >= SAME_INTERRUPTION_MS) {
+      again();
+    }
+  };
+  process.on('SIGINT', handler);
+  process.on('SIGTERM', handler);
+}
+
 /** A commander parser for an option that takes a whole number, up to `max`. */
 export function integerOption(what: string, max = Number.MAX_SAFE_INTEGER): (value: string) => number {
   return (value) => {

@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { lstat as hostLstat, realpath } from 'node:fs/promises';
 import { statSync } from 'node:fs';
-import { bytes, integerOption, MAX_ID, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, integerOption, MAX_ID, onInterrupt, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { asBytes, CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
@@ -139,9 +139,6 @@ async function isDirectory(side: Side, path: string): Promise<boolean | undefine
   }
 }
 
-/* Signals this close to the first are the same interruption, told twice. */
-const SAME_INTERRUPTION_MS = 1000;
-
 async function main(name: Direction, argv: string[]): Promise<number> {
   const cmd = program(name);
   const stop = parseCommandLine(cmd, argv);
@@ -167,29 +164,23 @@ async function main(name: Direction, argv: string[]): Promise<number> {
   };
 
   let interrupted = false;
-  let interruptedAt = 0;
   let copier: TreeCopier | undefined;
   // The first signal stops the copy: what is in flight finishes, then the
-  // image is unmounted cleanly.  A second one, later, exits at once; the
-  // kernel then syncs and unmounts by itself, holding the image's lock
-  // until it is done.  One within a second of the first is the same
-  // interruption told twice (timeout(1) signals us and our process group;
-  // a terminal's Ctrl-C and a kill): it must not cut the unmount short.
-  // Caught from before the kernel boots.
-  const onSignal = () => {
-    if (interrupted) {
-      if (Date.now() - interruptedAt < SAME_INTERRUPTION_MS) return;
+  // image is unmounted cleanly.  A second one exits at once; the kernel
+  // then syncs and unmounts by itself, holding the image's lock until it
+  // is done.  Caught from before the kernel boots.
+  onInterrupt(
+    () => {
+      interrupted = true;
+      report.stopProgress();
+      process.stderr.write(`${name}: interrupted: syncing and unmounting what was copied\n`);
+      copier?.cancel();
+    },
+    () => {
       process.stderr.write(`${name}: interrupted again: exiting now; the kernel finishes syncing the image by itself, and keeps it locked until then\n`);
       process.exit(EXIT_INTERRUPTED);
-    }
-    interrupted = true;
-    interruptedAt = Date.now();
-    report.stopProgress();
-    process.stderr.write(`${name}: interrupted: syncing and unmounting what was copied\n`);
-    copier?.cancel();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+    },
+  );
 
   const image: MountedImage = await openImage({
     image: o.filesystemImage,

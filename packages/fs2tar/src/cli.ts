@@ -6,7 +6,7 @@ import { dirname, basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
-import { bytes, integerOption, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, integerOption, onInterrupt, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { ArchiveClosed, ExportOptions, ownerNames, padToRecord, shown, TarExporter, useOwnHeaders } from './export';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -129,17 +129,22 @@ async function main(argv: string[]): Promise<number> {
 
   // The first signal stops the export where it is (the archive is
   // abandoned, its partial file removed) and the image is closed; a
-  // second one exits at once.  Caught from before the kernel boots.
+  // second one exits at once, removing the partial file too.  Caught from
+  // before the kernel boots.
   let interrupted = false;
   let stopExport: (() => void) | undefined;
-  const onSignal = () => {
-    if (interrupted) process.exit(EXIT_INTERRUPTED);
-    interrupted = true;
-    report.stopProgress();
-    stopExport?.();
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
+  let partial: string | undefined;
+  onInterrupt(
+    () => {
+      interrupted = true;
+      report.stopProgress();
+      stopExport?.();
+    },
+    () => {
+      if (partial) rmSync(partial, { force: true });
+      process.exit(EXIT_INTERRUPTED);
+    },
+  );
 
   const image = await openImage({
     image: imagePath,
@@ -155,7 +160,7 @@ async function main(argv: string[]): Promise<number> {
   // renamed once complete: a failed export leaves no archive that looks
   // whole.  Anything else (a device, a FIFO, a symlink to one) is written
   // to as it is, as tar does: renaming over it would replace it.
-  const partial = toStdout || !replaceable(target) ? undefined : join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
+  partial = toStdout || !replaceable(target) ? undefined : join(dirname(target), `.${basename(target)}.partial-${process.pid}`);
 
   const selinux: Buffer[] | undefined = o.selinux ? [] : undefined;
   // -C names a directory from the image's root, as in a chroot.

@@ -551,8 +551,9 @@ Napi::Value HostLockRange(const Napi::CallbackInfo& info) {
   throw HostError(env, "fcntl", std::to_string(fd));
 }
 
-// hostCacheKnown(fd) -> whether mincore(2) tells what the host has cached of
-// fd's file: where it does, a disk reads what it has not around it
+// hostCacheKnown(fd) -> whether the host tells what it has cached of fd's
+// file (lkl_um/host_cache.h): where it does, a disk reads what it has not
+// around it
 Napi::Value HostCacheKnown(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), lkl_um_host_cache_known(info[0].As<Napi::Number>().Int32Value()));
 }

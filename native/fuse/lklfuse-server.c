@@ -1418,7 +1418,7 @@ static bool is_gpt(int fd)
 /*
  * Whether the kernel process's disk reads what the host has not cached
  * around the host's cache, as native/host/blk.c does for a regular image
- * on a filesystem with O_DIRECT, where mincore(2) tells what the host
+ * on a filesystem with O_DIRECT, where the host tells what it
  * has cached.  Our direct reads then each cross to the image and mostly
  * wait for the disk, and are best handed over at once; otherwise the
  * host's read-ahead serves them, and reads of one image at more offsets

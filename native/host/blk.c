@@ -19,9 +19,9 @@
  * it had cached of the range, so buffered reads stay coherent.  Large reads
  * go around it too, for the same reasons, unless the host has all of the
  * range cached; the host writes back what it holds dirty of the range
- * first.  Only where mincore(2) tells what the host has cached (not for an
- * image the user may neither write nor owns): elsewhere every read is
- * buffered.
+ * first.  Only where the host tells what it has cached (cachestat(2), or
+ * mincore(2) where that is missing; see lkl_um/host_cache.h): for an image
+ * the user may neither write nor owns, every read is buffered.
  */
 
 #define _GNU_SOURCE

@@ -43,9 +43,10 @@ export const host = {
   tryLockRange: (fd: number, exclusive: boolean, start: number, length: number): boolean =>
     nodeStyle(() => loadAddon().hostLockRange(fd, exclusive, start, length)),
   /**
-   * Whether mincore(2) tells what the host has cached of fd's file (to a
-   * user who owns it or may write it): where it does, a disk's large reads
-   * of what the host has not cached go around the host's cache.
+   * Whether the host tells what it has cached of fd's file (cachestat(2),
+   * or mincore(2) where that is missing; to a user who owns it or may
+   * write it): where it does, a disk's large reads of what the host has not
+   * cached go around the host's cache.
    */
   cacheKnown: (fd: number): boolean => loadAddon().hostCacheKnown(fd),
 };

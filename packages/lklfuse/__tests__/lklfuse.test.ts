@@ -1001,6 +1001,12 @@ describe('starting and stopping', () => {
     run('fusermount3', ['-u', mnt]);
     expect(await new Promise<number | null>((done) => fg.once('exit', done))).toBe(0);
     expect(stderr).not.toMatch(/may not all be in the image/);
+
+    // Asked for read-write, as mount -w: read-write or nothing.
+    const r = cli(['-o', 'rw', image, mnt]);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe(`lklfuse: ${image}: the kernel mounts ${type} only read-only (EROFS): mount it without -o rw\n`);
+    expect(mounted(mnt)).toBe(false);
   });
 
   test('lklfuse -u returns once the image is synced: fsck clean and whole at once, as the host sees it', () => {

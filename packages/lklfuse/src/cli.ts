@@ -28,7 +28,9 @@ function program(): Command {
 Mount options (-o):
   type=TYPE            ext4, btrfs, xfs, vfat, exfat, f2fs, ntfs3, ... or auto (default)
   part=N               the partition to mount (1 is the first)
-  ro / rw              read-only (the image is opened read-only) / read-write (default)
+  ro / rw              read-only (the image is opened read-only) / read-write or
+                       fail; by default, a filesystem the kernel only reads
+                       (iso9660, squashfs, erofs) mounts read-only
   opts=OPTIONS         the filesystem's own options; escape commas as \\,
                        (errors=remount-ro, discard, noatime ... also work
                        bare, as with mount: the image's kernel gets them)

@@ -107,7 +107,14 @@ async function probeType(o: MountOptions): Promise<string> {
     const mounts = await image.kernel.fs.readFile('/proc/self/mounts', 'utf8');
     const line = mounts.split('\n').find((l) => l.split(' ')[1] === image.root);
     if (!line) throw new Error(`${o.image}: mounted, but not found in /proc/mounts`);
-    return line.split(' ')[2];
+    const [, , type, options] = line.split(' ');
+    // Asked for read-write, it is read-write or nothing, as mount -w has it.
+    if (o.readOnly === false && options.split(',').includes('ro')) {
+      const e = new Error(`${o.image}: the kernel mounts ${type} only read-only (EROFS): mount it without -o rw`);
+      (e as NodeJS.ErrnoException).code = 'EROFS';
+      throw e;
+    }
+    return type;
   } finally {
     await image.close();
   }

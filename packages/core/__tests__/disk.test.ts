@@ -222,6 +222,53 @@ describe('O_DIRECT at the end of a file', () => {
   });
 });
 
+describe('paths longer than the kernel takes (PATH_MAX)', () => {
+  test('are reached a piece at a time: every call works on them, errors name them; fsck clean; the host finds them', async () => {
+    const image = join(work, 'deep.img');
+    filesystem('ext4').make(image);
+    const disk = await k.addDisk(image);
+    const target = await k.mount(disk);
+    const top = `${target}/${'d'.repeat(200)}0`;
+    let dir = top;
+    for (let i = 1; i < 30; i++) dir += `/${'d'.repeat(200)}${i}`;
+    expect(Buffer.byteLength(dir)).toBeGreaterThan(6000);
+
+    expect(await k.fs.mkdir(dir, { recursive: true })).toBe(top);
+    await k.fs.writeFile(`${dir}/file`, 'deep\n');
+    expect(await k.fs.readFile(`${dir}/file`, 'utf8')).toBe('deep\n');
+    expect((await k.fs.stat(`${dir}/file`)).size).toBe(5);
+    expect(await k.fs.readdir(dir)).toEqual(['file']);
+    await k.fs.chmod(`${dir}/file`, 0o640);
+    await k.fs.setxattr(`${dir}/file`, 'user.deep', 'yes');
+    expect((await k.fs.getxattr(`${dir}/file`, 'user.deep')).toString()).toBe('yes');
+    await k.fs.symlink('file', `${dir}/link`);
+    expect(await k.fs.readlink(`${dir}/link`)).toBe('file');
+    await k.fs.rename(`${dir}/file`, `${dir}/moved`);
+    await k.fs.link(`${dir}/moved`, `${target}/hard`);
+    expect(await k.fs.readFile(`${target}/hard`, 'utf8')).toBe('deep\n');
+
+    // A symlink's target is no path to look up: too long, it stays too long.
+    await expect(k.fs.symlink('t'.repeat(5000), `${dir}/long-link`)).rejects.toMatchObject({ code: 'ENAMETOOLONG', syscall: 'symlink' });
+    await expect(k.fs.stat(`${dir}/missing`)).rejects.toMatchObject({ code: 'ENOENT', syscall: 'stat', path: `${dir}/missing` });
+    await expect(k.fs.open(`${target}/hard/${dir}`)).rejects.toMatchObject({ code: 'ENOTDIR', syscall: 'open' });
+    await k.umount(target);
+    await disk.remove();
+    run('e2fsck', ['-fn', image]);
+
+    const mnt = tempDir('lkl-um-loop-');
+    run('mount', ['-o', 'loop,ro', image, mnt]);
+    try {
+      // find walks by directory fds, so it goes as deep as the tree does.
+      const found = run('find', [mnt, '-name', 'moved', '-printf', '%s %m %d\n']);
+      expect(found).toBe('5 640 31\n');
+    } finally {
+      run('umount', [mnt]);
+      rmSync(mnt, { recursive: true });
+    }
+    rmSync(image);
+  });
+});
+
 describe('a loop device and its file', () => {
   test('are locked as one image: a kernel writing either keeps others off both', async () => {
     const image = join(work, 'looped.img');

@@ -26,6 +26,11 @@ const EISDIR = 21;
 const ENXIO = 6;
 const ESPIPE = 29;
 const ERANGE = 34;
+const ENAMETOOLONG = 36;
+
+/* The most the kernel takes as a path, its NUL too; and a piece of a longer one (see reach()). */
+const PATH_MAX = 4096;
+const PIECE = 4000;
 
 function pathString(path: PathLike): string {
   if (typeof path === 'string') return path;
@@ -145,30 +150,84 @@ export class KernelFs {
 
   // --- plumbing -------------------------------------------------------------
 
-  /** Runs fn with the paths written into one window buffer. */
-  private async withPaths<T>(paths: PathLike[], fn: (...addrs: number[]) => Promise<T>): Promise<T> {
+  /**
+   * Runs fn with the paths written into one window buffer.  Each is a path
+   * to look up, except the one at index `literal` (a symlink's target, an
+   * xattr's name), which goes as it is.  A path the kernel would refuse as
+   * too long is reached first (see reach()); failing that, the error is
+   * the `syscall`'s, as the call itself would have failed.
+   */
+  private async withPaths<T>(
+    syscall: string,
+    paths: PathLike[],
+    fn: (...addrs: number[]) => Promise<T>,
+    literal = -1,
+  ): Promise<T> {
     const bytes = paths.map(pathBytes);
-    const sizes = bytes.map(cstringSize);
-    return this.kernel.withBuffer(
-      sizes.reduce((a, b) => a + b, 0),
-      async (buf) => {
-        const addrs: number[] = [];
-        let at = 0;
-        for (let i = 0; i < bytes.length; i++) {
-          const b = bytes[i];
-          const n = typeof b === 'string' ? buf.bytes.write(b, at, 'utf8') : b.copy(buf.bytes, at);
-          buf.bytes[at + n] = 0;
-          addrs.push(buf.address + at);
-          at += sizes[i];
+    const reached: number[] = [];
+    try {
+      for (let i = 0; i < bytes.length; i++) {
+        if (i === literal || cstringSize(bytes[i]) <= PATH_MAX) continue;
+        const ret = await this.reach(Buffer.from(bytes[i]));
+        if (typeof ret === 'number') {
+          const dest = paths.length > 1 && literal !== 1 ? pathString(paths[1]) : undefined;
+          throw new KernelError(-ret, syscall, pathString(paths[0]), dest);
         }
-        return fn(...addrs);
-      },
-    );
+        reached.push(ret.dirfd);
+        bytes[i] = ret.path;
+      }
+      const sizes = bytes.map(cstringSize);
+      return await this.kernel.withBuffer(
+        sizes.reduce((a, b) => a + b, 0),
+        async (buf) => {
+          const addrs: number[] = [];
+          let at = 0;
+          for (let i = 0; i < bytes.length; i++) {
+            const b = bytes[i];
+            const n = typeof b === 'string' ? buf.bytes.write(b, at, 'utf8') : b.copy(buf.bytes, at);
+            buf.bytes[at + n] = 0;
+            addrs.push(buf.address + at);
+            at += sizes[i];
+          }
+          return fn(...addrs);
+        },
+      );
+    } finally {
+      for (const fd of reached) await this.call(NR.close, fd);
+    }
+  }
+
+  /*
+   * The kernel takes no path of PATH_MAX bytes or more, but a tree may go
+   * deeper: a long path is walked a piece at a time, each piece an O_PATH
+   * directory opened from the one before (as GNU tar and fts go down), and
+   * what is left is named from the last: /proc/self/fd/N/rest, which the
+   * kernel looks up as the rest of the path from that directory.  Returns
+   * that path and the fd to close after the call, or a negative errno.
+   */
+  private async reach(path: Buffer): Promise<{ path: Buffer; dirfd: number } | number> {
+    const slash = 0x2f;
+    let dirfd: number = C.AT_FDCWD;
+    let rest = path;
+    while (cstringSize(rest) > PIECE) {
+      const cut = rest.lastIndexOf(slash, PIECE - 1);
+      if (cut <= 0) return -ENAMETOOLONG; // a name longer than any filesystem takes
+      const piece = rest.subarray(0, cut);
+      const fd = await this.withPaths('open', [piece], (p) =>
+        this.call(NR.openat, dirfd, p, C.O_PATH | C.O_DIRECTORY | C.O_CLOEXEC, 0),
+      );
+      if (dirfd !== C.AT_FDCWD) await this.call(NR.close, dirfd);
+      if (fd < 0) return fd;
+      dirfd = fd;
+      rest = rest.subarray(cut + 1);
+      while (rest[0] === slash) rest = rest.subarray(1); // "a//b": never absolute again
+    }
+    return { path: Buffer.concat([Buffer.from(`/proc/self/fd/${dirfd}/`), rest]), dirfd };
   }
 
   /** A system call on a path, checked. */
   private async onPath(syscall: string, path: PathLike, call: (addr: number) => Promise<number>): Promise<number> {
-    return this.withPaths([path], async (addr) => check(await call(addr), syscall, pathString(path)));
+    return this.withPaths(syscall, [path], async (addr) => check(await call(addr), syscall, pathString(path)));
   }
 
   private call(nr: number, ...args: (number | bigint)[]): Promise<number> {
@@ -265,7 +324,7 @@ export class KernelFs {
 
   private async statx(path: PathLike, flags: number, syscall: string, options?: StatOptions) {
     const size = STRUCTS.statx.size;
-    return this.withPaths([path], (p) =>
+    return this.withPaths(syscall, [path], (p) =>
       this.kernel.withBuffer(size, async (buf) => {
         check(
           await this.call(NR.statx, C.AT_FDCWD, p, flags, C.STATX_BASIC_STATS | C.STATX_BTIME, buf.address),
@@ -338,7 +397,7 @@ export class KernelFs {
   // --- names ----------------------------------------------------------------
 
   async rename(oldPath: PathLike, newPath: PathLike, flags = 0): Promise<void> {
-    await this.withPaths([oldPath, newPath], async (a, b) =>
+    await this.withPaths('rename', [oldPath, newPath], async (a, b) =>
       check(
         await this.call(NR.renameat2, C.AT_FDCWD, a, C.AT_FDCWD, b, flags),
         'rename',
@@ -349,7 +408,7 @@ export class KernelFs {
   }
 
   async link(existingPath: PathLike, newPath: PathLike): Promise<void> {
-    await this.withPaths([existingPath, newPath], async (a, b) =>
+    await this.withPaths('link', [existingPath, newPath], async (a, b) =>
       check(
         await this.call(NR.linkat, C.AT_FDCWD, a, C.AT_FDCWD, b, 0),
         'link',
@@ -360,8 +419,12 @@ export class KernelFs {
   }
 
   async symlink(target: PathLike, path: PathLike): Promise<void> {
-    await this.withPaths([target, path], async (a, b) =>
-      check(await this.call(NR.symlinkat, a, C.AT_FDCWD, b), 'symlink', pathString(target), pathString(path)),
+    await this.withPaths(
+      'symlink',
+      [target, path],
+      async (a, b) =>
+        check(await this.call(NR.symlinkat, a, C.AT_FDCWD, b), 'symlink', pathString(target), pathString(path)),
+      0,
     );
   }
 
@@ -402,7 +465,7 @@ export class KernelFs {
     let first: string | undefined;
     for (let i = 1; i <= parts.length; i++) {
       const prefix = root + parts.slice(0, i).join('/');
-      const ret = await this.withPaths([prefix], (p) => this.call(NR.mkdirat, C.AT_FDCWD, p, mode));
+      const ret = await this.withPaths('mkdir', [prefix], (p) => this.call(NR.mkdirat, C.AT_FDCWD, p, mode));
       if (ret === 0) {
         first ??= prefix;
       } else if (ret === -EEXIST) {
@@ -546,14 +609,20 @@ export class KernelFs {
   }
 
   async removexattr(path: PathLike, name: string): Promise<void> {
-    await this.withPaths([path, name], async (p, n) =>
-      check(await this.call(NR.removexattr, p, n), 'removexattr', pathString(path)),
+    await this.withPaths(
+      'removexattr',
+      [path, name],
+      async (p, n) => check(await this.call(NR.removexattr, p, n), 'removexattr', pathString(path)),
+      1,
     );
   }
 
   async lremovexattr(path: PathLike, name: string): Promise<void> {
-    await this.withPaths([path, name], async (p, n) =>
-      check(await this.call(NR.lremovexattr, p, n), 'lremovexattr', pathString(path)),
+    await this.withPaths(
+      'lremovexattr',
+      [path, name],
+      async (p, n) => check(await this.call(NR.lremovexattr, p, n), 'lremovexattr', pathString(path)),
+      1,
     );
   }
 
@@ -569,23 +638,30 @@ export class KernelFs {
   }
 
   private xattrGet(syscall: string, nr: number, path: PathLike, name: string): Promise<Buffer> {
-    return this.withPaths([path, name], (p, n) =>
-      this.sized(syscall, path, (buf) => this.call(nr, p, n, buf.address, buf.size)),
+    return this.withPaths(
+      syscall,
+      [path, name],
+      (p, n) => this.sized(syscall, path, (buf) => this.call(nr, p, n, buf.address, buf.size)),
+      1,
     );
   }
 
   private async xattrSet(syscall: string, nr: number, path: PathLike, name: string, value: Data, flags: number) {
     const bytes = toBuffer(value);
-    await this.withPaths([path, name], (p, n) =>
-      this.kernel.withBuffer(bytes.length, async (buf) => {
-        bytes.copy(buf.bytes);
-        check(await this.call(nr, p, n, buf.address, bytes.length, flags), syscall, pathString(path));
-      }),
+    await this.withPaths(
+      syscall,
+      [path, name],
+      (p, n) =>
+        this.kernel.withBuffer(bytes.length, async (buf) => {
+          bytes.copy(buf.bytes);
+          check(await this.call(nr, p, n, buf.address, bytes.length, flags), syscall, pathString(path));
+        }),
+      1,
     );
   }
 
   private async xattrList(syscall: string, nr: number, path: PathLike): Promise<string[]> {
-    const list = await this.withPaths([path], (p) =>
+    const list = await this.withPaths(syscall, [path], (p) =>
       this.sized(syscall, path, (buf) => this.call(nr, p, buf.address, buf.size)),
     );
     return list.toString('utf8').split('\0').filter(Boolean);

@@ -358,6 +358,35 @@ for at in range(0, len(data) - 512, 512):
     expect(run('python3', ['-c', 'import os,sys; print(os.getxattr(sys.argv[1], "user.a=b").decode())', join(out, 'old')]).trim()).toBe('eq');
   });
 
+  test('paths longer than PATH_MAX go in whole, as GNU tar archives them', () => {
+    const src = join(work, 'deep-src');
+    fs.rmSync(src, { recursive: true, force: true });
+    fs.mkdirSync(src);
+    // Made a directory fd at a time: the host takes no path that long either.
+    run('python3', [
+      '-c',
+      `import os,sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+for i in range(30):
+    name = 'd' * 200 + str(i)
+    os.mkdir(name, dir_fd=fd)
+    fd = os.open(name, os.O_RDONLY, dir_fd=fd)
+f = os.open('file', os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+os.write(f, b'deep\\n')`,
+      src,
+    ]);
+    const deep = join(work, 'deep.img');
+    fs.rmSync(deep, { force: true });
+    run('mke2fs', ['-q', '-t', 'ext4', '-d', src, deep, '64M']);
+    run('rm', ['-r', src]); // GNU rm goes down by fds; node's rmSync cannot
+    const archive = join(work, 'deep.tar');
+    expectSuccess(cli([deep, archive]));
+    const file = `./${Array.from({ length: 30 }, (_, i) => `${'d'.repeat(200)}${i}`).join('/')}/file`;
+    expect(run('tar', ['-tf', archive]).split('\n')).toContain(file);
+    const member = run('python3', ['-c', 'import sys,tarfile; print(tarfile.open(sys.argv[1]).extractfile(sys.argv[2]).read().decode(), end="")', archive, file]);
+    expect(member).toBe('deep\n');
+  });
+
   test('ACLs come back with GNU tar\'s --acls alone', () => {
     const archive = join(work, 'acl.tar');
     expectSuccess(cli([image, archive]));

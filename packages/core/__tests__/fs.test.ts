@@ -320,6 +320,26 @@ describe('names and directories', () => {
     await fs().rm('/t/tree', { force: true });
     await expect(fs().unlink('/t')).rejects.toMatchObject({ code: 'EISDIR' });
   });
+
+  test('realpath resolves links, . and ..; mkdtemp makes a fresh 0700 directory', async () => {
+    await fs().mkdir('/t/real/sub', { recursive: true });
+    await fs().symlink('real/sub', '/t/via');
+    expect(await fs().realpath('/t/via/../sub/.')).toBe('/t/real/sub');
+    expect(await fs().realpath('/t//via/')).toBe('/t/real/sub');
+    await expect(fs().realpath('/t/via/missing')).rejects.toMatchObject({ code: 'ENOENT', syscall: 'realpath' });
+
+    const made = await Promise.all([1, 2, 3].map(() => fs().mkdtemp('/t/tmp-')));
+    expect(new Set(made).size).toBe(3);
+    for (const dir of made) {
+      expect(dir).toMatch(/^\/t\/tmp-[A-Za-z0-9]{6}$/);
+      expect((await fs().stat(dir)).mode & 0o7777).toBe(0o700);
+    }
+    await expect(fs().mkdtemp('/t/missing/tmp-')).rejects.toMatchObject({
+      code: 'ENOENT',
+      syscall: 'mkdtemp',
+      path: '/t/missing/tmp-XXXXXX',
+    });
+  });
 });
 
 describe('extended attributes', () => {
@@ -353,6 +373,17 @@ describe('errors', () => {
     expect(e).toBeInstanceOf(KernelError);
     expect(e).toMatchObject({ code: 'ENOENT', errno: -2, syscall: 'open', path: '/t/no/such' });
     expect((e as Error).message).toBe("ENOENT: no such file or directory, open '/t/no/such'");
+  });
+
+  test('named by the call node:fs names: readdir fails in scandir, copyFile in copyfile', async () => {
+    await expect(fs().readdir('/t/no/such')).rejects.toMatchObject({ code: 'ENOENT', syscall: 'scandir', path: '/t/no/such' });
+    await expect(fs().opendir('/t/no/such')).rejects.toMatchObject({ code: 'ENOENT', syscall: 'opendir' });
+    await expect(fs().copyFile('/t/no/such', '/t/copy')).rejects.toMatchObject({
+      code: 'ENOENT',
+      syscall: 'copyfile',
+      path: '/t/no/such',
+      dest: '/t/copy',
+    });
   });
 
   test('EISDIR, ENOTDIR', async () => {

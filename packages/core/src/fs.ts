@@ -3,6 +3,7 @@
 //
 // Large reads and writes go through the window in chunks, several in
 // flight, so a 1 GiB readFile needs only a few MiB of window.
+import { randomBytes } from 'node:crypto';
 import { check, KernelError } from './errors';
 import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
@@ -287,17 +288,18 @@ export class KernelFs {
   }
 
   async copyFile(src: PathLike, dest: PathLike, mode = 0): Promise<void> {
+    // Whatever fails, it is copyfile's failure, of both names, as in node:fs.
+    const asCopyfile = (e: unknown) =>
+      Promise.reject(e instanceof KernelError ? new KernelError(-e.errno, 'copyfile', pathString(src), pathString(dest)) : e);
     const COPYFILE_EXCL = 1;
-    const from = await this.open(src, 'r');
+    const from = await this.open(src, 'r').catch(asCopyfile);
     try {
       const st = await from.stat({ bigint: true });
       if (st.isDirectory()) throw new KernelError(EISDIR, 'copyfile', pathString(src), pathString(dest));
       // Opened without truncating, as libuv does: onto itself (or a link
       // to it) it is left alone, where truncating would empty it.
       const flags = C.O_WRONLY | C.O_CREAT | (mode & COPYFILE_EXCL ? C.O_EXCL : 0);
-      const to = await this.open(dest, flags, Number(st.mode & 0o7777n)).catch((e: KernelError) =>
-        Promise.reject(e.code === 'EEXIST' ? new KernelError(EEXIST, 'copyfile', pathString(src), pathString(dest)) : e),
-      );
+      const to = await this.open(dest, flags, Number(st.mode & 0o7777n)).catch(asCopyfile);
       try {
         const there = await to.stat({ bigint: true });
         if (there.dev === st.dev && there.ino === st.ino) return;
@@ -547,7 +549,7 @@ export class KernelFs {
 
   /* A directory's raw entries, in node:fs's order (libuv's scandir sorts by the names' bytes). */
   private async rawEntries(path: PathLike): Promise<RawDirent[]> {
-    const dir = await this.opendir(path);
+    const dir = await this.openDirectory('scandir', path); // node:fs's name for readdir's failure
     const entries: RawDirent[] = [];
     try {
       for (let batch = await dir.readRaw(); batch.length; batch = await dir.readRaw()) entries.push(...batch);
@@ -557,11 +559,41 @@ export class KernelFs {
     return entries.sort((a, b) => Buffer.compare(a.name, b.name));
   }
 
-  async opendir(path: PathLike): Promise<Dir> {
-    const fd = await this.onPath('opendir', path, (p) =>
+  opendir(path: PathLike): Promise<Dir> {
+    return this.openDirectory('opendir', path);
+  }
+
+  private async openDirectory(syscall: string, path: PathLike): Promise<Dir> {
+    const fd = await this.onPath(syscall, path, (p) =>
       this.call(NR.openat, C.AT_FDCWD, p, C.O_RDONLY | C.O_DIRECTORY | C.O_CLOEXEC, 0),
     );
     return new Dir(this.kernel, this, fd, pathString(path));
+  }
+
+  /** The path with every symlink, '.' and '..' resolved, as the kernel finds it. */
+  realpath(path: PathLike, options: { encoding: 'buffer' }): Promise<Buffer>;
+  realpath(path: PathLike, options?: { encoding?: BufferEncoding }): Promise<string>;
+  async realpath(path: PathLike, options?: { encoding?: BufferEncoding | 'buffer' }): Promise<string | Buffer> {
+    const fd = await this.onPath('realpath', path, (p) =>
+      this.call(NR.openat, C.AT_FDCWD, p, C.O_PATH | C.O_CLOEXEC, 0),
+    );
+    try {
+      // The kernel's own name for what it opened (as glibc's realpath asks it).
+      return await this.readlink(`/proc/self/fd/${fd}`, options as { encoding: 'buffer' });
+    } finally {
+      await this.call(NR.close, fd);
+    }
+  }
+
+  /** Makes a directory named `prefix` and six random characters, mode 0700; returns its name. */
+  async mkdtemp(prefix: string, options?: { encoding?: BufferEncoding }): Promise<string> {
+    const letters = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789';
+    for (let tries = 0; ; tries++) {
+      const name = prefix + Array.from(randomBytes(6), (b) => letters[b % letters.length]).join('');
+      const ret = await this.withPaths('mkdtemp', [name], (p) => this.call(NR.mkdirat, C.AT_FDCWD, p, 0o700));
+      if (ret === 0) return options?.encoding ? Buffer.from(name).toString(options.encoding) : name;
+      if (ret !== -EEXIST || tries === 100) throw new KernelError(-ret, 'mkdtemp', `${prefix}XXXXXX`);
+    }
   }
 
   /**

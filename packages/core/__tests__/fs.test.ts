@@ -1,7 +1,7 @@
 // kernel.fs against the kernel's tmpfs: every call, its results and its
 // errors, compared where it makes sense with what node:fs does on the host.
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, promises as hostFs, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CONSTANTS as C, Kernel, KernelError } from '../src';
@@ -319,6 +319,71 @@ describe('names and directories', () => {
     await expect(fs().stat('/t/tree')).rejects.toMatchObject({ code: 'ENOENT' });
     await fs().rm('/t/tree', { force: true });
     await expect(fs().unlink('/t')).rejects.toMatchObject({ code: 'EISDIR' });
+  });
+
+  test('cp copies a tree as node:fs\'s cp does on the host, options and errors too', async () => {
+    // The same tree on both sides.
+    const host = mkdtempSync(join(tmpdir(), 'lkl-um-cp-'));
+    type Fs = Pick<typeof hostFs, 'mkdir' | 'writeFile' | 'symlink' | 'chmod' | 'utimes'>;
+    const make = async (f: Fs, base: string) => {
+      await f.mkdir(`${base}/s/d/ro`, { recursive: true });
+      await f.writeFile(`${base}/s/d/f`, 'hi', { mode: 0o640 });
+      await f.writeFile(`${base}/s/x`, 'skip me');
+      await f.symlink('d/f', `${base}/s/rel`);
+      await f.symlink('/elsewhere', `${base}/s/abs`);
+      await f.chmod(`${base}/s/d/ro`, 0o555);
+      await f.utimes(`${base}/s/d/f`, 1000, 2000);
+    };
+    await make(hostFs, host);
+    await make(fs() as unknown as Fs, '/t/cp');
+    // What a copy holds, named from its top: mode, size or target (with base taken out), mtime if kept.
+    const survey = async (f: typeof hostFs, top: string, base: string, times: boolean) => {
+      const out: string[] = [];
+      for (const name of (await f.readdir(top, { recursive: true })).sort()) {
+        const st = await f.lstat(`${top}/${name}`);
+        const what = st.isSymbolicLink() ? (await f.readlink(`${top}/${name}`)).replace(base, 'BASE') : st.isFile() ? `${st.size}` : 'dir';
+        out.push(`${name} ${st.mode.toString(8)} ${what} ${times && st.isFile() ? st.mtimeMs : ''}`);
+      }
+      return out;
+    };
+    const filter = (src: string) => !src.endsWith('/x');
+    for (const [dest, options] of [
+      ['plain', { recursive: true }],
+      ['kept', { recursive: true, preserveTimestamps: true, verbatimSymlinks: true, filter }],
+    ] as const) {
+      await hostFs.cp(`${host}/s`, `${host}/${dest}`, options);
+      await fs().cp('/t/cp/s', `/t/cp/${dest}`, options);
+      const times = 'preserveTimestamps' in options;
+      const theirs = await survey(hostFs, `${host}/${dest}`, host, times);
+      expect(await survey(fs() as unknown as typeof hostFs, `/t/cp/${dest}`, '/t/cp', times)).toEqual(theirs);
+      expect(theirs.length).toBeGreaterThan(4);
+    }
+
+    // Onto what exists: replaced (force), skipped, or refused (errorOnExist).
+    for (const f of [hostFs, fs()] as (typeof hostFs)[]) {
+      const base = f === hostFs ? host : '/t/cp';
+      await f.writeFile(`${base}/s/x`, 'new');
+      await f.cp(`${base}/s/x`, `${base}/plain/x`, { force: false });
+      expect(await f.readFile(`${base}/plain/x`, 'utf8')).toBe('skip me');
+      await f.cp(`${base}/s/x`, `${base}/plain/x`);
+      expect(await f.readFile(`${base}/plain/x`, 'utf8')).toBe('new');
+      await expect(f.cp(`${base}/s/x`, `${base}/plain/x`, { force: false, errorOnExist: true })).rejects.toMatchObject({ code: 'ERR_FS_CP_EEXIST' });
+      await expect(f.cp(`${base}/s`, `${base}/t`)).rejects.toMatchObject({ code: 'ERR_FS_EISDIR' });
+      await expect(f.cp(`${base}/s`, `${base}/s/d/in`, { recursive: true })).rejects.toMatchObject({ code: 'ERR_FS_CP_EINVAL' });
+      await expect(f.cp(`${base}/s/x`, `${base}/s/x`)).rejects.toMatchObject({ code: 'ERR_FS_CP_EINVAL' });
+      await expect(f.cp(`${base}/s/d`, `${base}/s/x`, { recursive: true })).rejects.toMatchObject({ code: 'ERR_FS_CP_DIR_TO_NON_DIR' });
+      await expect(f.cp(`${base}/s/x`, `${base}/s/d`)).rejects.toMatchObject({ code: 'ERR_FS_CP_NON_DIR_TO_DIR' });
+      await expect(f.cp(`${base}/missing`, `${base}/m`)).rejects.toMatchObject({ code: 'ENOENT', syscall: 'lstat' });
+    }
+    rmSync(host, { recursive: true, force: true });
+
+    // Where it differs, for images: a device is made, not read; names need not be UTF-8.
+    await fs().mkdir('/t/cp/dev');
+    await fs().mknod('/t/cp/dev/null', C.S_IFCHR | 0o666, (1 << 8) | 3);
+    await fs().writeFile(Buffer.from('/t/cp/dev/caf\xe9', 'latin1'), 'latin1');
+    await fs().cp('/t/cp/dev', '/t/cp/dev2', { recursive: true });
+    expect((await fs().lstat('/t/cp/dev2/null')).rdev).toBe((1 << 8) | 3);
+    expect(await fs().readFile(Buffer.from('/t/cp/dev2/caf\xe9', 'latin1'), 'utf8')).toBe('latin1');
   });
 
   test('realpath resolves links, . and ..; mkdtemp makes a fresh 0700 directory', async () => {

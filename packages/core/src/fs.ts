@@ -4,6 +4,7 @@
 // Large reads and writes go through the window in chunks, several in
 // flight, so a 1 GiB readFile needs only a few MiB of window.
 import { randomBytes } from 'node:crypto';
+import { cp as copyTree, type CpOptions } from './cp';
 import { check, KernelError } from './errors';
 import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
@@ -320,6 +321,11 @@ export class KernelFs {
     } finally {
       await from.close();
     }
+  }
+
+  /** node:fs's cp: a file, or with recursive a tree; see cp.ts for what differs. */
+  cp(src: PathLike, dest: PathLike, options?: CpOptions): Promise<void> {
+    return copyTree(this, src, dest, options);
   }
 
   // --- status ---------------------------------------------------------------

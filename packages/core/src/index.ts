@@ -12,6 +12,7 @@ export { KernelError, errnoName, errnoMessage } from './errors';
 export { KernelFs, FileHandle, Dir, parseFlags, toTimespec, CHUNK, DEPTH } from './fs';
 export type { PathLike, OpenFlags, TimeLike, Data, RawDirent } from './fs';
 export { Stats, BigIntStats, Dirent } from './stats';
+export type { CpOptions } from './cp';
 export type { StatFs } from './stats';
 export type { Sys, SyscallName } from './sys';
 export { WindowBuffer } from './window';

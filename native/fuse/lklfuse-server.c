@@ -39,6 +39,7 @@
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
 #include <sys/sysmacros.h>
+#include <sys/wait.h>
 #include <syslog.h>
 #include <unistd.h>
 
@@ -128,9 +129,28 @@ static long fdpath(char *w, int fd)
 
 /* --- inodes ------------------------------------------------------------------ */
 
+/*
+ * An inode the host knows has an O_PATH fd in the kernel, which pins the
+ * kernel's inode and dentry: 2-3 KiB of its memory each, which a tree of a
+ * hundred thousand files would exhaust.  So only the most recently used
+ * ones keep their fd open (MAX_OPEN_PER_MB per MiB of kernel memory); the
+ * others keep a file handle (name_to_handle_at), and open_by_handle_at
+ * opens them again when a request needs them.  An fd a request took stays
+ * open until the request is done (release_held()); an inode whose
+ * filesystem gives no handles keeps its fd.
+ */
+#define MAX_OPEN_PER_MB 64
+#define MAX_HELD 8		/* fd_of() calls in one request, at most */
+
 struct inode {
 	struct inode *hash_next;
-	int fd;			/* O_PATH, in the kernel */
+	struct inode *lru_prev, *lru_next;	/* closable, least recent first */
+	int fd;			/* O_PATH, in the kernel; -1 while closed */
+	int users;		/* requests holding fd */
+	bool keep_open;		/* no handle to open it again by */
+	bool forgotten;		/* by the host, while in use here */
+	enum { ACL_UNKNOWN, ACL_NONE, ACL_DEFAULT } default_acl;	/* a directory's, as last seen */
+	struct file_handle *handle;
 	dev_t dev;
 	ino_t ino;
 	uint64_t nlookup;
@@ -138,6 +158,7 @@ struct inode {
 
 static struct inode root;
 static pthread_mutex_t inodes_lock = PTHREAD_MUTEX_INITIALIZER;
+static bool dont_mask;	/* the host leaves the caller's umask to us */
 
 /*
  * The inodes the host knows, by (dev, ino): a lookup of a name whose inode
@@ -213,9 +234,187 @@ static struct inode *inode_of(fuse_ino_t ino)
 	return ino == FUSE_ROOT_ID ? &root : (struct inode *)(uintptr_t)ino;
 }
 
+static struct inode lru = { .lru_prev = &lru, .lru_next = &lru };
+static int mount_fd = -1;	/* the root, for open_by_handle_at: not O_PATH, which it refuses */
+static size_t nr_open;		/* inodes with an fd, root aside */
+static __thread struct inode *held[MAX_HELD];
+static __thread int nr_held;
+
+/* Under inodes_lock. */
+static void lru_remove(struct inode *i)
+{
+	if (!i->lru_next)
+		return;
+	i->lru_prev->lru_next = i->lru_next;
+	i->lru_next->lru_prev = i->lru_prev;
+	i->lru_prev = i->lru_next = NULL;
+}
+
+/* Under inodes_lock. */
+static void lru_add(struct inode *i)
+{
+	i->lru_prev = lru.lru_prev;
+	i->lru_next = &lru;
+	lru.lru_prev->lru_next = i;
+	lru.lru_prev = i;
+}
+
+/*
+ * The inode's O_PATH fd, opened again by its handle if it was closed; held
+ * until the request is done.  A negative errno if it cannot be (ESTALE: a
+ * file deleted meanwhile), which the call it is given to refuses.
+ */
 static int fd_of(fuse_ino_t ino)
 {
-	return inode_of(ino)->fd;
+	struct inode *i = inode_of(ino);
+	long fd = -1;
+	int n;
+
+	if (i == &root)
+		return root.fd;
+	for (n = 0; n < nr_held; n++)
+		if (held[n] == i)
+			return i->fd;	/* held already by this request */
+	pthread_mutex_lock(&inodes_lock);
+	while (i->fd < 0) {
+		struct scratch s = scratch();
+
+		/* The handle stays while the inode does: it is only freed with it. */
+		pthread_mutex_unlock(&inodes_lock);
+		memcpy(s.stat, i->handle, sizeof(*i->handle) + i->handle->handle_bytes);
+		fd = SYS(SYS_open_by_handle_at, mount_fd, (long)s.stat,
+			 O_PATH | O_CLOEXEC);
+		if (fd < 0)
+			return (int)fd;
+		pthread_mutex_lock(&inodes_lock);
+		if (i->fd < 0) {
+			i->fd = (int)fd;
+			nr_open++;
+			fd = -1;
+		}
+	}
+	i->users++;
+	lru_remove(i);
+	pthread_mutex_unlock(&inodes_lock);
+	if (fd >= 0)
+		SYS(SYS_close, fd);	/* another request opened it first */
+	/* More than a request takes: then it stays open (a leak, not a crash). */
+	if (nr_held < MAX_HELD)
+		held[nr_held++] = i;
+	return i->fd;
+}
+
+/*
+ * Under inodes_lock: lets go of a use of @i.  True when @i is to be freed
+ * (the host forgot it meanwhile): by free_inode(), outside the lock.
+ */
+static bool put_inode(struct inode *i)
+{
+	if (--i->users)
+		return false;
+	if (i->forgotten)
+		return true;
+	if (!i->keep_open && !i->lru_next)
+		lru_add(i);
+	return false;
+}
+
+/* An inode out of the table and the LRU: closes its fd and frees it. */
+static void free_inode(struct inode *i)
+{
+	if (i->fd >= 0)
+		SYS(SYS_close, i->fd);
+	free(i->handle);
+	free(i);
+}
+
+/*
+ * Takes a file handle for @i while its fd is open: false when its
+ * filesystem gives none (then it keeps its fd).
+ */
+static bool take_handle(struct inode *i, int fd)
+{
+	struct scratch s = scratch();
+	struct file_handle *h = s.stat;
+	int *mount_id = (int *)((char *)s.stat + 2048);
+
+	h->handle_bytes = MAX_HANDLE_SZ;
+	if (mount_fd < 0 ||
+	    SYS(SYS_name_to_handle_at, fd, wpath(s.path[0], ""), (long)h,
+		(long)mount_id, AT_EMPTY_PATH) < 0)
+		return false;
+	i->handle = malloc(sizeof(*h) + h->handle_bytes);
+	if (!i->handle)
+		return false;
+	memcpy(i->handle, h, sizeof(*h) + h->handle_bytes);
+	return true;
+}
+
+/* Closes the least recently used fds while more than the kernel's memory allows are open. */
+static void close_least_used(void)
+{
+	size_t max_open = (size_t)o.mb * MAX_OPEN_PER_MB;
+
+	pthread_mutex_lock(&inodes_lock);
+	while (nr_open > max_open && lru.lru_next != &lru) {
+		struct inode *i = lru.lru_next;
+		int fd = i->fd;
+
+		lru_remove(i);
+		if (!i->handle) {
+			bool kept;
+
+			/* Outside the lock (a system call), in use meanwhile. */
+			i->users++;
+			pthread_mutex_unlock(&inodes_lock);
+			kept = !take_handle(i, fd);
+			pthread_mutex_lock(&inodes_lock);
+			i->keep_open = kept;
+			if (i->users > 1 || kept) {
+				if (put_inode(i)) {
+					pthread_mutex_unlock(&inodes_lock);
+					free_inode(i);
+					pthread_mutex_lock(&inodes_lock);
+				}
+				continue;	/* back in the LRU once let go */
+			}
+			i->users--;
+			if (i->forgotten) {
+				pthread_mutex_unlock(&inodes_lock);
+				free_inode(i);
+				pthread_mutex_lock(&inodes_lock);
+				continue;
+			}
+		}
+		/* Taken by a request meanwhile: back in the LRU once let go. */
+		if (i->users)
+			continue;
+		i->fd = -1;
+		nr_open--;
+		pthread_mutex_unlock(&inodes_lock);
+		SYS(SYS_close, fd);
+		pthread_mutex_lock(&inodes_lock);
+	}
+	pthread_mutex_unlock(&inodes_lock);
+}
+
+/* The end of a request: the fds it held may be closed now. */
+static void release_held(void)
+{
+	if (!nr_held)
+		return;
+	pthread_mutex_lock(&inodes_lock);
+	while (nr_held) {
+		struct inode *i = held[--nr_held];
+
+		if (put_inode(i)) {
+			pthread_mutex_unlock(&inodes_lock);
+			free_inode(i);
+			pthread_mutex_lock(&inodes_lock);
+		}
+	}
+	pthread_mutex_unlock(&inodes_lock);
+	close_least_used();
 }
 
 /* lstat of @name in directory fd @dir ("" for the fd itself). */
@@ -278,6 +477,8 @@ static int lookup(fuse_ino_t parent, const char *name,
 			free(i);
 			return -ENOMEM;
 		}
+		nr_open++;
+		lru_add(i);
 		pthread_mutex_unlock(&inodes_lock);
 	}
 	e->ino = (uintptr_t)i;
@@ -297,9 +498,14 @@ static void forget_one(fuse_ino_t ino, uint64_t n)
 	i->nlookup -= n;
 	if (!i->nlookup) {
 		remove_inode(i);
+		lru_remove(i);
+		if (i->fd >= 0)
+			nr_open--;
+		/* In use here still: freed when let go. */
+		i->forgotten = i->users > 0;
 		pthread_mutex_unlock(&inodes_lock);
-		SYS(SYS_close, i->fd);
-		free(i);
+		if (!i->forgotten)
+			free_inode(i);
 		return;
 	}
 	pthread_mutex_unlock(&inodes_lock);
@@ -332,6 +538,10 @@ static void op_init(void *data, struct fuse_conn_info *conn)
 		conn->want |= FUSE_CAP_READDIRPLUS;
 	if (o.writeback && conn->capable & FUSE_CAP_WRITEBACK_CACHE)
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+	if (conn->capable & FUSE_CAP_DONT_MASK) {
+		conn->want |= FUSE_CAP_DONT_MASK;
+		dont_mask = true;
+	}
 	/* Locks stay with the host kernel: nobody else uses the image. */
 	conn->want &= ~(FUSE_CAP_POSIX_LOCKS | FUSE_CAP_FLOCK_LOCKS);
 }
@@ -502,12 +712,40 @@ static long give_to_caller(fuse_req_t req, fuse_ino_t parent, const char *name,
 	return ret;
 }
 
+/*
+ * The mode to make a file with.  The host leaves the caller's umask to us
+ * (FUSE_CAP_DONT_MASK), so that a default ACL on the directory decides
+ * instead where there is one, as on a local filesystem: the kernel inside
+ * has umask 0 and applies the ACL itself.
+ */
+static mode_t creation_mode(fuse_req_t req, fuse_ino_t parent, mode_t mode)
+{
+	mode_t umask = dont_mask ? fuse.req_ctx(req)->umask : 0;
+	struct inode *dir = inode_of(parent);
+
+	if (!umask)
+		return mode;
+	/* Asked once: it changes only by an xattr call, through us. */
+	if (dir->default_acl == ACL_UNKNOWN) {
+		struct scratch s = scratch();
+
+		dir->default_acl =
+			SYS(SYS_getxattr, fdpath(s.path[0], fd_of(parent)),
+			    wpath(s.path[1], "system.posix_acl_default"), 0,
+			    0) > 0 ? ACL_DEFAULT : ACL_NONE;
+	}
+	return dir->default_acl == ACL_DEFAULT ? mode : mode & ~umask;
+}
+
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode, dev_t rdev)
 {
 	struct scratch s = scratch();
-	long ret = SYS(SYS_mknodat, fd_of(parent), wpath(s.path[0], name),
-		       mode, rdev);
+	long ret;
+
+	mode = creation_mode(req, parent, mode);
+	ret = SYS(SYS_mknodat, fd_of(parent), wpath(s.path[0], name), mode,
+		  rdev);
 
 	if (!ret)
 		ret = give_to_caller(req, parent, name, mode);
@@ -518,8 +756,10 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		     mode_t mode)
 {
 	struct scratch s = scratch();
-	long ret = SYS(SYS_mkdirat, fd_of(parent), wpath(s.path[0], name),
-		       mode);
+	long ret;
+
+	mode = creation_mode(req, parent, mode);
+	ret = SYS(SYS_mkdirat, fd_of(parent), wpath(s.path[0], name), mode);
 
 	if (!ret)
 		ret = give_to_caller(req, parent, name, S_IFDIR | mode);
@@ -726,6 +966,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	struct fuse_entry_param e;
 	long fd, err;
 
+	mode = creation_mode(req, parent, mode);
 	fd = SYS(SYS_openat, fd_of(parent), wpath(s.path[0], name),
 		 open_flags(fi->flags) | O_CREAT, mode);
 	if (fd >= 0)
@@ -1042,19 +1283,16 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 }
 
 /*
- * Extended attributes through the kernel's procfs name for the inode.  Not
- * a symlink's: an O_PATH fd of one gives no name that reaches it without
- * following it (passthrough_ll refuses them too).
+ * Extended attributes through the kernel's procfs name for the inode.  A
+ * symlink's too: the procfs link of its O_PATH fd, followed, ends at the
+ * symlink itself (not where it points), as lgetxattr() on its name would.
  */
 static long xattr_call(long nr, fuse_ino_t ino, struct scratch *s, long a,
 		       long b, long c, long d)
 {
-	struct stat st;
-	int fd = fd_of(ino);
-
-	if (stat_at(fd, "", &st) >= 0 && S_ISLNK(st.st_mode))
-		return -EOPNOTSUPP;
-	return SYS(nr, fdpath(s->path[0], fd), a, b, c, d);
+	if (nr == SYS_setxattr || nr == SYS_removexattr)
+		inode_of(ino)->default_acl = ACL_UNKNOWN;	/* an ACL, maybe */
+	return SYS(nr, fdpath(s->path[0], fd_of(ino)), a, b, c, d);
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
@@ -1943,7 +2181,7 @@ int main(int argc, char **argv)
 	char why[512], fsname[2 * PATH_MAX], fuse_o[2 * PATH_MAX + 256];
 	char *fargv[8];
 	struct fuse_args fargs;
-	int fargc = 0, ret;
+	int fargc = 0, ret, halted;
 
 	/* A reader of our stderr that went away is not a reason to stop. */
 	signal(SIGPIPE, SIG_IGN);
@@ -1976,6 +2214,8 @@ int main(int argc, char **argv)
 	mount_image();
 	root.fd = (int)SYS(SYS_open, wpath(scratch().path[0], ROOT),
 			   O_PATH | O_DIRECTORY | O_CLOEXEC);
+	mount_fd = (int)SYS(SYS_open, wpath(scratch().path[0], ROOT),
+			    O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	root.nlookup = 2;
 
 	/*
@@ -2017,7 +2257,7 @@ int main(int argc, char **argv)
 		let_go_of_terminal();
 
 	ret = fuse_serve(&fuse, se, o.single_thread ? 1 : SERVE_THREADS,
-			 disk_read);
+			 disk_read, release_held);
 	if (ret)
 		fprintf(stderr, "lklfuse: serving %s: %s\n", o.mountpoint,
 			strerror(-ret));
@@ -2030,9 +2270,22 @@ int main(int argc, char **argv)
 	fuse.session_destroy(se);
 	if (mounted_writable && !sync_image())
 		ret = 1;
-	if (lkl_um_halt(k, 60000) != 0) {
+	halted = lkl_um_halt(k, 60000);
+	if (halted != 0) {
+		char why[128];
+
+		/* A kernel killed earlier leaves no last error: its status says it. */
+		if (halted < 0)
+			snprintf(why, sizeof(why), "%s", strerror(-halted));
+		else if (WIFSIGNALED(halted))
+			snprintf(why, sizeof(why), "its process was killed by SIG%s",
+				 sigabbrev_np(WTERMSIG(halted)) ?: "?");
+		else
+			snprintf(why, sizeof(why), "its process exited with %d",
+				 WEXITSTATUS(halted));
 		fprintf(stderr, "lklfuse: %s: the kernel did not power off "
-			"cleanly: %s\n", o.image, lkl_um_last_error());
+			"cleanly: %s\n", o.image, *lkl_um_last_error() ?
+			lkl_um_last_error() : why);
 		ret = 1;
 	}
 	lkl_um_close(k, 1000);

@@ -47,6 +47,7 @@ struct server {
 	struct fuse_session *se;
 	int fuse_fd;
 	uint32_t disk_read;		/* aligned reads that cross to the image */
+	void (*request_done)(void);	/* after each request, on its thread */
 	int stop_fd;			/* readable once we are stopping */
 	pthread_mutex_t lock;
 	pthread_cond_t idle;		/* threads waiting to listen */
@@ -205,6 +206,8 @@ static void *serve_requests(void *arg)
 			listening = 0;
 		}
 		s->api->session_process_buf(s->se, &buf);
+		if (s->request_done)
+			s->request_done();
 	}
 	stop(s, res < 0 ? res : 0);
 	free(buf.mem);
@@ -228,9 +231,11 @@ static unsigned int start_threads(struct server *s, pthread_t *threads,
 }
 
 int fuse_serve(const struct fuse_api *api, struct fuse_session *se,
-	       unsigned int threads, unsigned int disk_read)
+	       unsigned int threads, unsigned int disk_read,
+	       void (*request_done)(void))
 {
-	struct server s = { .api = api, .se = se, .disk_read = disk_read };
+	struct server s = { .api = api, .se = se, .disk_read = disk_read,
+			    .request_done = request_done };
 	pthread_t ids[MAX_THREADS];
 	unsigned int started, i;
 	int flags;

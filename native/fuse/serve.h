@@ -16,10 +16,13 @@
  * @disk_read: aligned reads of this many bytes or more cross to the image
  *	on the host, and mostly wait for its disk: their thread hands over
  *	listening at once; 0 if none do
+ * @request_done: called after each request, on the thread that served it
+ *	(to let go of what it held); may be NULL
  *
  * Return: 0 when unmounted or stopped by a signal, else a negative errno.
  */
 int fuse_serve(const struct fuse_api *api, struct fuse_session *se,
-	       unsigned int threads, unsigned int disk_read);
+	       unsigned int threads, unsigned int disk_read,
+	       void (*request_done)(void));
 
 #endif

@@ -201,7 +201,7 @@ async function lockImage(lock: LockRequest, timeoutMs: number): Promise<void> {
     const part = lock.partition ? ` partition ${lock.partition}` : '';
     if (mountpoint !== undefined) {
       const e = new KernelError(EBUSY, 'addDisk', lock.name);
-      e.message = `${lock.name}${part}: mounted by lklfuse on ${mountpoint} (EBUSY): unmount it first (fusermount3 -u ${mountpoint})`;
+      e.message = `${lock.name}${part}: mounted by lklfuse on ${mountpoint} (EBUSY): unmount it first (lklfuse -u ${mountpoint})`;
       throw e;
     }
     if (Date.now() > deadline) {
@@ -553,6 +553,20 @@ export function isFstabOnly(word: string): boolean {
  * nodev, ro, ...) into MS_* bits; the rest, the filesystem's options
  * (errors=remount-ro, discard, ...), into the text the filesystem is given.
  */
+/* Types whose files carry no modes: their drivers take the mounting process's umask, and the kernel's is 0. */
+const UMASKED = new Set(['vfat', 'msdos', 'exfat', 'ntfs3']);
+
+/**
+ * A filesystem's options with this process's umask added where the type
+ * takes one and none is given: as mount(8) run here would have it (vfat
+ * files 0755 under umask 022, not 0777).
+ */
+export function withCallerUmask(type: string, data: string | undefined): string | undefined {
+  if (!UMASKED.has(type) || /(^|,)(umask|fmask|dmask)=/.test(data ?? '')) return data;
+  const umask = `umask=${process.umask().toString(8).padStart(3, '0')}`;
+  return data ? `${data},${umask}` : umask;
+}
+
 export function splitMountOptions(options: string | undefined): { flags: number; data: string | undefined } {
   let flags = 0;
   const data: string[] = [];
@@ -604,7 +618,8 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const { flags: optionFlags, data } = splitMountOptions(options.options);
   const flags = optionFlags | (readOnly ? C.MS_RDONLY : 0);
   const named = `${disk.image}${options.partition ? ` partition ${options.partition}` : ''}`;
-  checkHostMounted(disk, options.partition ?? 0, named, readOnly, options.warn ?? ((m) => process.emitWarning(m)));
+  const warn = options.warn ?? ((m: string) => process.emitWarning(m));
+  checkHostMounted(disk, options.partition ?? 0, named, readOnly, warn);
   if (!disk.size) {
     const e = new KernelError(EINVAL, 'mount', disk.image);
     e.message = `${disk.image}: empty (0 bytes): no filesystem in it`;
@@ -630,15 +645,22 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const tried: string[] = [];
   try {
     for (const type of types) {
-      let ret = await kernel.mountRaw(device, target, type, flags, data);
+      const typeData = withCallerUmask(type, data);
+      let ret = await kernel.mountRaw(device, target, type, flags, typeData);
       // A journal to replay, which a read-only disk cannot take: mounted as
       // `mount -o ro,norecovery` would, without what the journal holds.
       if (-ret === EROFS && readOnly && JOURNALED.has(type)) {
-        ret = await kernel.mountRaw(device, target, type, flags, data ? `${data},norecovery` : 'norecovery');
+        ret = await kernel.mountRaw(device, target, type, flags, typeData ? `${typeData},norecovery` : 'norecovery');
+        if (ret === 0) {
+          warn(
+            `${named}: its ${type} journal needs replaying, which a read-only mount cannot do: ` +
+              'shown without what the journal holds (the latest changes); mount it read-write, or fsck it, to see them',
+          );
+        }
       }
       // A filesystem the kernel only reads (iso9660) refuses read-write:
       // mounted read-only, as mount(8) does (squashfs does it itself).
-      if (-ret === EACCES && !readOnly) ret = await kernel.mountRaw(device, target, type, flags | C.MS_RDONLY, data);
+      if (-ret === EACCES && !readOnly) ret = await kernel.mountRaw(device, target, type, flags | C.MS_RDONLY, typeData);
       if (ret === 0) return target;
       tried.push(`${type}: ${new KernelError(-ret, 'mount').code}`);
       if (type === given || type === found) {

@@ -5,7 +5,7 @@
 //   console.log(await k.sys.getpid());
 //   await k.shutdown();
 export { Kernel, MIN_MEMORY_MB, parseSize } from './kernel';
-export { Disk, isFstabOnly, probeType, splitMountOptions } from './disk';
+export { Disk, isFstabOnly, probeType, splitMountOptions, withCallerUmask } from './disk';
 export type { AddDiskOptions, MountOptions, Partition } from './disk';
 export type { Arg, BootOptions } from './kernel';
 export { KernelError, errnoName, errnoMessage } from './errors';

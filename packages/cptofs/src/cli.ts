@@ -190,7 +190,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     memoryMb: o.mb,
     printk: o.printk,
     create: o.create,
-    warn: (message) => report.warn('host', message),
+    warn: (message) => report.warn(message, message), // each said once
   });
 
   const k = image.kernel;

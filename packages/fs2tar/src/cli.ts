@@ -153,7 +153,7 @@ async function main(argv: string[]): Promise<number> {
     readOnly: true,
     memoryMb: o.mb,
     printk: o.printk,
-    warn: (message) => report.warn('host', message),
+    warn: (message) => report.warn(message, message), // each said once
   });
   const k = image.kernel;
   // A regular file (or a new one) is written under a temporary name and

@@ -512,18 +512,132 @@ describe('as an ordinary user', () => {
   });
 });
 
+function runOrSay(said: () => string, cmd: string, args: string[]): string {
+  try {
+    return run(cmd, args);
+  } catch (e) {
+    throw new Error(`${(e as Error).message}\nthe kernel said:\n${said()}`);
+  }
+}
+
+describe('permissions', () => {
+  test('the caller\'s umask applies, unless a default ACL decides, as on a local filesystem', () => {
+    const image = freshImage('ext4', 'umask');
+    const mnt = mountpoint('umask');
+    const m = mountImage(image, mnt);
+    try {
+      fs.mkdirSync(join(mnt, 'acl'));
+      run('setfacl', ['-d', '-m', 'u::rwx,g::rwx,o::rwx', join(mnt, 'acl')]);
+      fs.mkdirSync(join(mnt, 'plain'));
+      for (const dir of ['acl', 'plain']) {
+        run('sh', ['-c', 'umask 077 && cd "$1" && touch f && mkdir d && mknod p p', 'sh', join(mnt, dir)]);
+      }
+      const modes = (dir: string) => ['f', 'd', 'p'].map((n) => (fs.statSync(join(dir, n)).mode & 0o777).toString(8));
+      expect(modes(join(mnt, 'acl'))).toEqual(['666', '777', '666']);
+      expect(modes(join(mnt, 'plain'))).toEqual(['600', '700', '600']);
+
+      // A symlink's own xattrs (getfattr -h, rsync -X): its own, not its target's.
+      fs.symlinkSync('plain/f', join(mnt, 'link'));
+      expect(run('getfattr', ['-h', '-d', '-m', '-', join(mnt, 'link')])).toBe('');
+      run('setfattr', ['-h', '-n', 'trusted.on-link', '-v', 'L', join(mnt, 'link')]);
+      expect(run('getfattr', ['-h', '--only-values', '-n', 'trusted.on-link', join(mnt, 'link')])).toBe('L');
+      expect(spawnSync('getfattr', ['--only-values', '-n', 'trusted.on-link', join(mnt, 'link')]).status).toBe(1); // the target has none
+    } finally {
+      m.unmount();
+    }
+    run('e2fsck', ['-fn', image]);
+    withLoop(image, (dir) => {
+      expect((fs.statSync(join(dir, 'acl/f')).mode & 0o777).toString(8)).toBe('666');
+      expect((fs.statSync(join(dir, 'plain/d')).mode & 0o777).toString(8)).toBe('700');
+      expect(run('getfattr', ['-h', '--only-values', '-n', 'trusted.on-link', join(dir, 'link')])).toBe('L');
+    });
+  });
+
+  test('vfat, which keeps no modes, shows the mounting process\'s umask, as mount(8) run by it would', () => {
+    const image = freshImage('vfat', 'fat-umask');
+    const mnt = mountpoint('fat-umask');
+    const withUmask = (...args: string[]) => run('sh', ['-c', 'umask 027 && exec "$@"', 'sh', process.execPath, lklfuse, ...args]);
+    // The fat driver's default: umask= the mounting process's (files keep x: no showexec).
+    const modes = () => [mnt, join(mnt, 'd'), join(mnt, 'd/f')].map((p) => (fs.statSync(p).mode & 0o777).toString(8));
+    withUmask(image, mnt);
+    try {
+      fs.mkdirSync(join(mnt, 'd'));
+      fs.writeFileSync(join(mnt, 'd/f'), 'x');
+      expect(modes()).toEqual(['750', '750', '750']);
+    } finally {
+      expectSuccess(cli(['-u', mnt]));
+    }
+    withUmask('-o', 'umask=022', image, mnt); // given: it wins
+    try {
+      expect(modes()).toEqual(['755', '755', '755']);
+    } finally {
+      expectSuccess(cli(['-u', mnt]));
+    }
+  });
+});
+
+const countFiles = (dir: string) => Number(run('sh', ['-c', 'find "$1" -type f | wc -l', 'sh', dir]));
+
+describe('big trees', () => {
+  // Each inode the host knows was an open file in the kernel: a kernel of
+  // 256 MiB ran out of memory at 76 000 files on xfs, and lost what it held.
+  test('100 000 files, more than the kernel keeps open: made, found and read; fsck clean; the host counts them all', () => {
+    const image = join(work, 'big-tree.img');
+    fs.rmSync(image, { force: true });
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, 1 << 30);
+    run('mkfs.xfs', ['-q', image]);
+    const mnt = mountpoint('big-tree');
+    const log = join(work, 'big-tree.log');
+    const m = mountImage(image, mnt, `log=${log}`);
+    // Should the kernel fail, its last words say why.
+    const said = () => fs.readFileSync(log, 'utf8').split('\n').slice(-40).join('\n');
+    try {
+      runOrSay(said, 'python3', [
+        '-c',
+        `import os,sys
+for d in range(200):
+    os.mkdir(f'{sys.argv[1]}/d{d}')
+    for f in range(500):
+        with open(f'{sys.argv[1]}/d{d}/f{f}', 'w') as out: out.write(f'{d}/{f}')`,
+        mnt,
+      ]);
+      // Found again after the first are no longer open: each reopened by its handle.
+      expect(countFiles(mnt)).toBe(100_000);
+      expect(fs.readFileSync(join(mnt, 'd0/f0'), 'utf8')).toBe('0/0');
+      expect(fs.statSync(join(mnt, 'd0')).nlink).toBe(2);
+      fs.renameSync(join(mnt, 'd0/f1'), join(mnt, 'd199/moved'));
+    } finally {
+      m.unmount();
+    }
+    run('xfs_repair', ['-n', image]);
+    withLoop(image, (dir) => {
+      expect(countFiles(dir)).toBe(100_000);
+      expect(fs.readFileSync(join(dir, 'd199/moved'), 'utf8')).toBe('0/1');
+    });
+    fs.rmSync(image);
+  });
+});
+
 describe('starting and stopping', () => {
-  test('-o ro mounts an image whose journal still needs replaying, without replaying it', () => {
+  test('-o ro mounts an image whose journal still needs replaying, without replaying it, and says so', () => {
     const image = freshImage('ext4', 'journal');
     const copy = join(work, 'journal-copy.img');
     copyNeedingRecovery(image, copy);
     const mnt = mountpoint('journal');
-    const m = mountImage(copy, mnt, 'ro');
+    const r = cli(['-o', 'ro', copy, mnt]);
+    expectSuccess(r);
     try {
+      expect(r.stderr).toBe(
+        `lklfuse: warning: ${copy}: its ext4 journal needs replaying, which a read-only mount cannot do: ` +
+          'shown without what the journal holds (the latest changes); mount it read-write, or fsck it, to see them\n',
+      );
       expect(fs.readFileSync(join(mnt, 'f'), 'utf8')).toBe('in the image');
     } finally {
-      m.unmount();
+      expectSuccess(cli(['-u', mnt]));
     }
+    expect(cli(['-q', '-o', 'ro', copy, mnt]).stderr).toBe(''); // -q: not even warnings
+    expectSuccess(cli(['-u', mnt]));
   });
 
   test('log= gets the kernel\'s messages, mount to unmount; -s serves one request at a time', () => {
@@ -1046,6 +1160,20 @@ describe('starting and stopping', () => {
       process.kill(server, 'SIGCONT');
     }
     waitUnlocked(m.lock);
+
+    // A server whose kernel died (killed here) has lost what it was given
+    // since: lklfuse -u says so, not "synced".
+    const again = mountImage(image, mnt);
+    fs.writeFileSync(join(mnt, 'after'), 'x');
+    const serverNow = run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim();
+    process.kill(Number(run('pgrep', ['-P', serverNow, '-x', 'lkl-um-kernel']).trim()), 'SIGKILL');
+    const died = cli(['-u', mnt]);
+    expect(died.stderr).toBe(
+      `lklfuse: ${mnt}: unmounted, but its kernel had died before: what was written to it may not be in the image (its log= has the kernel's last words)\n`,
+    );
+    expect(died.status).toBe(1);
+    expect(mounted(mnt)).toBe(false);
+    waitUnlocked(again.lock);
   });
 
   test('in the foreground, a killed server is told: exit 2 and why', async () => {

@@ -213,11 +213,12 @@ async function unmountMain(argv: string[]): Promise<number> {
   const { timeout } = cmd.opts<{ timeout: number }>();
   const waited = await unmountAndWait(mountpoint, timeout * 1000);
   if (waited === 'synced') return EXIT_OK;
-  process.stderr.write(
-    waited === 'timeout'
-      ? `lklfuse: ${mountpoint}: unmounted, but its server is still syncing the image after ${timeout} s\n`
-      : `lklfuse: ${mountpoint}: unmounted, but its server is not ours to see (another user's?): not waited for\n`,
-  );
+  const why = {
+    timeout: `its server is still syncing the image after ${timeout} s`,
+    unseen: 'its server is not ours to see (another user\'s?): not waited for',
+    'kernel-died': 'its kernel had died before: what was written to it may not be in the image (its log= has the kernel\'s last words)',
+  }[waited];
+  process.stderr.write(`lklfuse: ${mountpoint}: unmounted, but ${why}\n`);
   return EXIT_SOME_FAILED;
 }
 
@@ -236,6 +237,7 @@ async function main(argv: string[]): Promise<number> {
     debug: flags.debug,
     singleThread: flags.s,
     detach: !foreground,
+    warn: (message) => flags.quiet || process.stderr.write(`lklfuse: warning: ${message}\n`),
   });
   if (!foreground) return EXIT_OK;
 

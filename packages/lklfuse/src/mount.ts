@@ -3,10 +3,10 @@
 // request, takes the image's lock, finds the filesystem type, starts the
 // server and waits until the mount is ready.
 import { ChildProcess, execFile, spawn } from 'node:child_process';
-import { closeSync, existsSync, openSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readdirSync, readFileSync, readlinkSync, realpathSync, statSync } from 'node:fs';
 import { constants } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
-import { host, lklfuseMountAt, locate, openImage, splitMountOptions } from '@lkl-um/core';
+import { host, lklfuseMountAt, locate, openImage, splitMountOptions, withCallerUmask } from '@lkl-um/core';
 
 export interface MountOptions {
   /** The image file. */
@@ -46,6 +46,8 @@ export interface MountOptions {
   fuseOptions?: string[];
   /** libfuse's debug output on stderr. */
   debug?: boolean;
+  /** Told what is no error but may surprise (old contents shown, say); default process.emitWarning. */
+  warn?: (message: string) => void;
   /** Serve one request at a time (libfuse's -s). */
   singleThread?: boolean;
   /**
@@ -99,6 +101,7 @@ async function probeType(o: MountOptions): Promise<string> {
     readOnly: o.readOnly,
     options: o.options,
     memoryMb: o.memoryMb,
+    warn: o.warn,
   }).catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'EROFS' && !o.readOnly) e.message = `${o.image}: the image is read-only here (EROFS): mount it with -o ro`;
     throw e;
@@ -126,7 +129,8 @@ function serverArgs(o: MountOptions, type: string, lockFd: number | undefined): 
   const args = ['--image', realpathSync(o.image), '--type', type, '--ready-fd', '3'];
   if (o.partition) args.push('--partition', String(o.partition));
   if (o.readOnly) args.push('--readonly');
-  const { flags, data } = splitMountOptions(o.options);
+  const { flags, data: given } = splitMountOptions(o.options);
+  const data = withCallerUmask(type, given);
   if (data) args.push('--opts', data);
   if (flags) args.push('--mount-flags', String(flags));
   if (o.memoryMb) args.push('--mb', String(o.memoryMb));
@@ -223,12 +227,32 @@ function mountPointPath(path: string): string {
 }
 
 /* Whether process `pid` has exited: gone, or a zombie nobody reaped (a container's PID 1 may not). */
-function exited(pid: number): boolean {
+/* The fields of /proc/PID/stat after the name: [state, ppid, ...]; undefined when it is gone. */
+function statFields(pid: number | string): string[] | undefined {
   try {
-    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').startsWith('Z');
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '').split(' ');
   } catch {
-    return true;
+    return undefined;
   }
+}
+
+function exited(pid: number): boolean {
+  return (statFields(pid)?.[0] ?? 'Z') === 'Z';
+}
+
+/* Whether the server still has its kernel process, alive. */
+function kernelAlive(server: number): boolean {
+  return readdirSync('/proc')
+    .filter((name) => /^\d+$/.test(name))
+    .some((pid) => {
+      const fields = statFields(pid);
+      if (!fields || fields[0] === 'Z' || Number(fields[1]) !== server) return false;
+      try {
+        return readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'lkl-um-kernel';
+      } catch {
+        return false;
+      }
+    });
 }
 
 /**
@@ -240,11 +264,16 @@ function exited(pid: number): boolean {
  * 'timeout', or 'unseen' when this user cannot see the server (another
  * user's, with /proc's hidepid): unmounted, but not waited for.
  */
-export async function unmountAndWait(mountpoint: string, timeoutMs: number): Promise<'synced' | 'timeout' | 'unseen'> {
+export async function unmountAndWait(
+  mountpoint: string,
+  timeoutMs: number,
+): Promise<'synced' | 'timeout' | 'unseen' | 'kernel-died'> {
   const target = mountPointPath(mountpoint);
   const mounted = lklfuseMountAt(target);
   if (!mounted) throw Object.assign(new Error(`${mountpoint}: not an lklfuse mount`), { code: 'EINVAL' });
   const server = mounted.server;
+  // A server whose kernel died has nothing to sync: what it was given since is lost.
+  const died = server !== undefined && !exited(server) && !kernelAlive(server);
   await unmount(target);
   if (server === undefined) return 'unseen';
   const deadline = Date.now() + timeoutMs;
@@ -252,7 +281,7 @@ export async function unmountAndWait(mountpoint: string, timeoutMs: number): Pro
     if (Date.now() > deadline) return 'timeout';
     await new Promise((r) => setTimeout(r, 50));
   }
-  return 'synced';
+  return died ? 'kernel-died' : 'synced';
 }
 
 /** Mounts an image with FUSE; resolves once the mount point shows the image. */

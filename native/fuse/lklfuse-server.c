@@ -51,7 +51,8 @@
 
 #define TIMEOUT 30.0		/* we are the image's only user */
 #define MAX_IO (1 << 20)	/* max_read, max_write */
-#define SCRATCH (MAX_IO + 3 * PATH_MAX + 4096)
+#define HANDLE_ROOM 512	/* a file handle and a mount id */
+#define SCRATCH (MAX_IO + 3 * PATH_MAX + 4096 + HANDLE_ROOM)
 #define ROOT "/image"
 #define HOST_READ_AHEAD_KB "4096"	/* on our mount, as root */
 #define DISK_READ_AHEAD_KB "16384"	/* the kernel's, on the image */
@@ -79,12 +80,14 @@ static struct {
 
 /*
  * Each FUSE thread has a scratch area in the window: three paths, a stat
- * buffer, and room for the largest read or write.
+ * buffer, room for the largest read or write, and a file handle's (its
+ * own: an inode is reopened by its handle in the middle of a request).
  */
 struct scratch {
 	char *path[3];
 	void *stat;
 	char *data;
+	void *handle;
 };
 
 static pthread_key_t scratch_key;
@@ -110,6 +113,7 @@ static struct scratch scratch(void)
 		.path = { base, base + PATH_MAX, base + 2 * PATH_MAX },
 		.stat = base + 3 * PATH_MAX,
 		.data = base + 3 * PATH_MAX + 4096,
+		.handle = base + 3 * PATH_MAX + 4096 + MAX_IO,
 	};
 }
 
@@ -281,8 +285,8 @@ static int fd_of(fuse_ino_t ino)
 
 		/* The handle stays while the inode does: it is only freed with it. */
 		pthread_mutex_unlock(&inodes_lock);
-		memcpy(s.stat, i->handle, sizeof(*i->handle) + i->handle->handle_bytes);
-		fd = SYS(SYS_open_by_handle_at, mount_fd, (long)s.stat,
+		memcpy(s.handle, i->handle, sizeof(*i->handle) + i->handle->handle_bytes);
+		fd = SYS(SYS_open_by_handle_at, mount_fd, (long)s.handle,
 			 O_PATH | O_CLOEXEC);
 		if (fd < 0)
 			return (int)fd;
@@ -334,9 +338,11 @@ static void free_inode(struct inode *i)
  */
 static bool take_handle(struct inode *i, int fd)
 {
+	_Static_assert(sizeof(struct file_handle) + MAX_HANDLE_SZ + sizeof(int) <=
+		       HANDLE_ROOM, "HANDLE_ROOM holds a handle and a mount id");
 	struct scratch s = scratch();
-	struct file_handle *h = s.stat;
-	int *mount_id = (int *)((char *)s.stat + 2048);
+	struct file_handle *h = s.handle;
+	int *mount_id = (int *)((char *)s.handle + HANDLE_ROOM - sizeof(int));
 
 	h->handle_bytes = MAX_HANDLE_SZ;
 	if (mount_fd < 0 ||

@@ -361,6 +361,9 @@ static void close_least_used(void)
 {
 	size_t max_open = (size_t)o.mb * MAX_OPEN_PER_MB;
 
+	/* Read unlocked: most requests find nothing to do, and leave at once. */
+	if (__atomic_load_n(&nr_open, __ATOMIC_RELAXED) <= max_open)
+		return;
 	pthread_mutex_lock(&inodes_lock);
 	while (nr_open > max_open && lru.lru_next != &lru) {
 		struct inode *i = lru.lru_next;

@@ -153,7 +153,9 @@ struct inode {
 	int users;		/* requests holding fd */
 	bool keep_open;		/* no handle to open it again by */
 	bool forgotten;		/* by the host, while in use here */
+	bool unhashed;		/* deleted: its number is a new file's now */
 	enum { ACL_UNKNOWN, ACL_NONE, ACL_DEFAULT } default_acl;	/* a directory's, as last seen */
+	unsigned int xattr_changes;	/* made through us: a default ACL seen before may be gone */
 	struct file_handle *handle;
 	dev_t dev;
 	ino_t ino;
@@ -283,9 +285,8 @@ static int fd_of(fuse_ino_t ino)
 	while (i->fd < 0) {
 		struct scratch s = scratch();
 
-		/* The handle stays while the inode does: it is only freed with it. */
-		pthread_mutex_unlock(&inodes_lock);
 		memcpy(s.handle, i->handle, sizeof(*i->handle) + i->handle->handle_bytes);
+		pthread_mutex_unlock(&inodes_lock);
 		fd = SYS(SYS_open_by_handle_at, mount_fd, (long)s.handle,
 			 O_PATH | O_CLOEXEC);
 		if (fd < 0)
@@ -318,7 +319,7 @@ static bool put_inode(struct inode *i)
 		return false;
 	if (i->forgotten)
 		return true;
-	if (!i->keep_open && !i->lru_next)
+	if (!i->keep_open && i->fd >= 0 && !i->lru_next)
 		lru_add(i);
 	return false;
 }
@@ -344,10 +345,22 @@ static bool take_handle(struct inode *i, int fd)
 	struct file_handle *h = s.handle;
 	int *mount_id = (int *)((char *)s.handle + HANDLE_ROOM - sizeof(int));
 
+	/*
+	 * FAT's handles find an inode only while the kernel has it cached
+	 * (its inode numbers are made up as it reads): never closed there.
+	 */
+	static bool no_handles;	/* the filesystem gives none (exfat) */
+	long ret;
+
+	if (no_handles || mount_fd < 0 || !strcmp(o.type, "vfat") ||
+	    !strcmp(o.type, "msdos"))
+		return false;
 	h->handle_bytes = MAX_HANDLE_SZ;
-	if (mount_fd < 0 ||
-	    SYS(SYS_name_to_handle_at, fd, wpath(s.path[0], ""), (long)h,
-		(long)mount_id, AT_EMPTY_PATH) < 0)
+	ret = SYS(SYS_name_to_handle_at, fd, wpath(s.path[0], ""), (long)h,
+		  (long)mount_id, AT_EMPTY_PATH);
+	if (ret == -EOPNOTSUPP)
+		no_handles = true;
+	if (ret < 0)
 		return false;
 	i->handle = malloc(sizeof(*h) + h->handle_bytes);
 	if (!i->handle)
@@ -379,6 +392,8 @@ static void close_least_used(void)
 			kept = !take_handle(i, fd);
 			pthread_mutex_lock(&inodes_lock);
 			i->keep_open = kept;
+			if (kept)
+				nr_open--;	/* open for good: out of the count */
 			if (i->users > 1 || kept) {
 				if (put_inode(i)) {
 					pthread_mutex_unlock(&inodes_lock);
@@ -410,19 +425,20 @@ static void close_least_used(void)
 /* The end of a request: the fds it held may be closed now. */
 static void release_held(void)
 {
-	if (!nr_held)
-		return;
-	pthread_mutex_lock(&inodes_lock);
-	while (nr_held) {
-		struct inode *i = held[--nr_held];
+	if (nr_held) {
+		pthread_mutex_lock(&inodes_lock);
+		while (nr_held) {
+			struct inode *i = held[--nr_held];
 
-		if (put_inode(i)) {
-			pthread_mutex_unlock(&inodes_lock);
-			free_inode(i);
-			pthread_mutex_lock(&inodes_lock);
+			if (put_inode(i)) {
+				pthread_mutex_unlock(&inodes_lock);
+				free_inode(i);
+				pthread_mutex_lock(&inodes_lock);
+			}
 		}
+		pthread_mutex_unlock(&inodes_lock);
 	}
-	pthread_mutex_unlock(&inodes_lock);
+	/* Also after requests on the root alone (mkdir /d1 ... /d100000). */
 	close_least_used();
 }
 
@@ -447,6 +463,55 @@ static void present(struct stat *st)
 		st->st_gid = o.gid;
 }
 
+/* Whether @fd's file has @handle: the same file, not one that took its number. */
+static bool has_handle(long fd, const struct file_handle *handle,
+		       struct scratch *s)
+{
+	struct file_handle *h = (struct file_handle *)s->data;
+
+	h->handle_bytes = MAX_HANDLE_SZ;
+	return SYS(SYS_name_to_handle_at, fd, wpath(s->path[1], ""), (long)h,
+		   (long)(s->data + 512), AT_EMPTY_PATH) >= 0 &&
+	       h->handle_bytes == handle->handle_bytes &&
+	       h->handle_type == handle->handle_type &&
+	       !memcmp(h->f_handle, handle->f_handle, h->handle_bytes);
+}
+
+/*
+ * Under inodes_lock: @i, found by the number of the file just opened as
+ * *@fd, has its fd closed.  It is that file (then *@fd becomes its fd,
+ * and -1 here), or a deleted one whose number a new file has taken (then
+ * it leaves the table, and the new file's inode is returned if another
+ * request made it meanwhile, else NULL: to be made).  Their handles tell.
+ */
+static struct inode *reopened_or_new(struct inode *i, long *fd,
+				     const struct stat *st, struct scratch *s)
+{
+	bool same, usable;
+
+	i->users++;	/* kept meanwhile */
+	memcpy(s->handle, i->handle, sizeof(*i->handle) + i->handle->handle_bytes);
+	pthread_mutex_unlock(&inodes_lock);
+	same = has_handle(*fd, s->handle, s);
+	pthread_mutex_lock(&inodes_lock);
+	if (same && i->fd < 0 && !i->forgotten) {
+		i->fd = (int)*fd;
+		nr_open++;
+		*fd = -1;
+	} else if (!same && !i->unhashed && !i->forgotten) {
+		remove_inode(i);
+		i->unhashed = true;
+	}
+	/* Forgotten by the host meanwhile: out of the table, a new one made. */
+	usable = same && !i->forgotten;
+	if (put_inode(i)) {
+		pthread_mutex_unlock(&inodes_lock);
+		free_inode(i);
+		pthread_mutex_lock(&inodes_lock);
+	}
+	return usable ? i : find_inode(st->st_dev, st->st_ino);
+}
+
 /* Looks @name up in @parent, taking a reference on its inode. */
 static int lookup(fuse_ino_t parent, const char *name,
 		  struct fuse_entry_param *e)
@@ -469,10 +534,13 @@ static int lookup(fuse_ino_t parent, const char *name,
 
 	pthread_mutex_lock(&inodes_lock);
 	i = find_inode(e->attr.st_dev, e->attr.st_ino);
+	if (i && i->fd < 0)
+		i = reopened_or_new(i, &fd, &e->attr, &s);
 	if (i) {
 		i->nlookup++;
 		pthread_mutex_unlock(&inodes_lock);
-		SYS(SYS_close, fd);
+		if (fd >= 0)
+			SYS(SYS_close, fd);
 	} else {
 		i = malloc(sizeof(*i));
 		if (i)
@@ -506,9 +574,10 @@ static void forget_one(fuse_ino_t ino, uint64_t n)
 		n = i->nlookup;
 	i->nlookup -= n;
 	if (!i->nlookup) {
-		remove_inode(i);
+		if (!i->unhashed)
+			remove_inode(i);
 		lru_remove(i);
-		if (i->fd >= 0)
+		if (i->fd >= 0 && !i->keep_open)
 			nr_open--;
 		/* In use here still: freed when let go. */
 		i->forgotten = i->users > 0;
@@ -734,16 +803,25 @@ static mode_t creation_mode(fuse_req_t req, fuse_ino_t parent, mode_t mode)
 
 	if (!umask)
 		return mode;
-	/* Asked once: it changes only by an xattr call, through us. */
-	if (dir->default_acl == ACL_UNKNOWN) {
+	/*
+	 * Asked once: it changes only by an xattr call, through us.  An answer
+	 * that such a call may have changed meanwhile is used, not kept.
+	 */
+	int acl = __atomic_load_n(&dir->default_acl, __ATOMIC_ACQUIRE);
+
+	if (acl == ACL_UNKNOWN) {
+		unsigned int changes = __atomic_load_n(&dir->xattr_changes,
+							__ATOMIC_ACQUIRE);
 		struct scratch s = scratch();
 
-		dir->default_acl =
-			SYS(SYS_getxattr, fdpath(s.path[0], fd_of(parent)),
-			    wpath(s.path[1], "system.posix_acl_default"), 0,
-			    0) > 0 ? ACL_DEFAULT : ACL_NONE;
+		acl = SYS(SYS_getxattr, fdpath(s.path[0], fd_of(parent)),
+			  wpath(s.path[1], "system.posix_acl_default"), 0,
+			  0) > 0 ? ACL_DEFAULT : ACL_NONE;
+		if (__atomic_load_n(&dir->xattr_changes, __ATOMIC_ACQUIRE) ==
+		    changes)
+			__atomic_store_n(&dir->default_acl, acl, __ATOMIC_RELEASE);
 	}
-	return dir->default_acl == ACL_DEFAULT ? mode : mode & ~umask;
+	return acl == ACL_DEFAULT ? mode : mode & ~umask;
 }
 
 static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -1299,9 +1377,15 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 static long xattr_call(long nr, fuse_ino_t ino, struct scratch *s, long a,
 		       long b, long c, long d)
 {
-	if (nr == SYS_setxattr || nr == SYS_removexattr)
-		inode_of(ino)->default_acl = ACL_UNKNOWN;	/* an ACL, maybe */
-	return SYS(nr, fdpath(s->path[0], fd_of(ino)), a, b, c, d);
+	struct inode *i = inode_of(ino);
+	long ret = SYS(nr, fdpath(s->path[0], fd_of(ino)), a, b, c, d);
+
+	if (nr == SYS_setxattr || nr == SYS_removexattr) {
+		/* An ACL, maybe: asked again, and answers asked before dropped. */
+		__atomic_fetch_add(&i->xattr_changes, 1, __ATOMIC_ACQ_REL);
+		__atomic_store_n(&i->default_acl, ACL_UNKNOWN, __ATOMIC_RELEASE);
+	}
+	return ret;
 }
 
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,

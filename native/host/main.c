@@ -24,10 +24,12 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/personality.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -119,6 +121,31 @@ static void parse_disk(const char *spec, struct lklum_disk_arg *disk)
 	fcntl(disk->fd, F_SETFD, FD_CLOEXEC);
 }
 
+/*
+ * UML's physical memory runs from the binary to 4 MiB past the start of
+ * the host's heap, and the host puts the heap of a binary linked where
+ * ours is anywhere in the gigabyte after it.  The struct pages of that gap
+ * came out of the kernel's memory: up to 16 MiB of it, a different amount
+ * in each run.  So the kernel process runs without address randomisation
+ * (exec'ing itself again once): its heap right after the binary, and the
+ * same memory in every run.  The binary itself was never randomised.
+ */
+static void without_random_layout(char **argv, char **envp)
+{
+	int persona = personality(0xffffffff);
+	char self[PATH_MAX];
+	ssize_t n;
+
+	/* By its name: "exe" would become the process's name. */
+	n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+	if (n < 0 || persona < 0 || persona & ADDR_NO_RANDOMIZE ||
+	    personality((unsigned long)persona | ADDR_NO_RANDOMIZE) < 0)
+		return;
+	self[n] = '\0';
+	execve(self, argv, envp);
+	personality((unsigned long)persona);	/* could not: as we are */
+}
+
 int main(int argc, char **argv, char **envp)
 {
 	static struct lklum_disk_arg disks[MAX_BOOT_DISKS];
@@ -130,6 +157,7 @@ int main(int argc, char **argv, char **envp)
 	char **kernel_argv;
 	int i, kernel_argc, ret;
 
+	without_random_layout(argv, envp);
 	for (i = 1; i < argc && strcmp(argv[i], "--"); i++) {
 		if (!strncmp(argv[i], "--window=", 9))
 			window = map_window(argv[i] + 9, &window_fd);

@@ -141,7 +141,9 @@ static long fdpath(char *w, int fd)
  * others keep a file handle (name_to_handle_at), and open_by_handle_at
  * opens them again when a request needs them.  An fd a request took stays
  * open until the request is done (release_held()); an inode whose
- * filesystem gives no handles keeps its fd.
+ * filesystem gives no handles keeps its fd.  So does a deleted one, which
+ * its handle would no longer find, while the host knows it: a process may
+ * still be in the directory, or have the file open (keep_if_deleted()).
  */
 #define MAX_OPEN_PER_MB 64
 #define MAX_HELD 8		/* fd_of() calls in one request, at most */
@@ -151,7 +153,7 @@ struct inode {
 	struct inode *lru_prev, *lru_next;	/* closable, least recent first */
 	int fd;			/* O_PATH, in the kernel; -1 while closed */
 	int users;		/* requests holding fd */
-	bool keep_open;		/* no handle to open it again by */
+	bool keep_open;		/* no handle to open it again by, or deleted */
 	bool forgotten;		/* by the host, while in use here */
 	bool unhashed;		/* deleted: its number is a new file's now */
 	enum { ACL_UNKNOWN, ACL_NONE, ACL_DEFAULT } default_acl;	/* a directory's, as last seen */
@@ -243,8 +245,10 @@ static struct inode *inode_of(fuse_ino_t ino)
 static struct inode lru = { .lru_prev = &lru, .lru_next = &lru };
 static int mount_fd = -1;	/* the root, for open_by_handle_at: not O_PATH, which it refuses */
 static size_t nr_open;		/* inodes with an fd, root aside */
+static bool closed_any;		/* some inode's fd has been closed */
 static __thread struct inode *held[MAX_HELD];
 static __thread int nr_held;
+static __thread int fd_error;	/* why fd_of() failed in this request, or 0 */
 
 /* Under inodes_lock. */
 static void lru_remove(struct inode *i)
@@ -267,8 +271,9 @@ static void lru_add(struct inode *i)
 
 /*
  * The inode's O_PATH fd, opened again by its handle if it was closed; held
- * until the request is done.  A negative errno if it cannot be (ESTALE: a
- * file deleted meanwhile), which the call it is given to refuses.
+ * until the request is done.  -1 if it cannot be, which the call it is
+ * given to refuses (EBADF); the request's error is then fd_of()'s own
+ * (reply_error()).
  */
 static int fd_of(fuse_ino_t ino)
 {
@@ -289,8 +294,10 @@ static int fd_of(fuse_ino_t ino)
 		pthread_mutex_unlock(&inodes_lock);
 		fd = SYS(SYS_open_by_handle_at, mount_fd, (long)s.handle,
 			 O_PATH | O_CLOEXEC);
-		if (fd < 0)
-			return (int)fd;
+		if (fd < 0) {
+			fd_error = (int)-fd;
+			return -1;
+		}
 		pthread_mutex_lock(&inodes_lock);
 		if (i->fd < 0) {
 			i->fd = (int)fd;
@@ -331,6 +338,26 @@ static void free_inode(struct inode *i)
 		SYS(SYS_close, i->fd);
 	free(i->handle);
 	free(i);
+}
+
+/* lstat of @name in directory fd @dir ("" for the fd itself). */
+static long stat_at(int dir, const char *name, struct stat *st)
+{
+	struct scratch s = scratch();
+	long ret = SYS(SYS_newfstatat, dir, wpath(s.path[0], name),
+		       (long)s.stat, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+
+	if (ret >= 0)
+		memcpy(st, s.stat, sizeof(*st));
+	return ret;
+}
+
+/* Whether the file @fd has open has no name left. */
+static bool deleted(int fd)
+{
+	struct stat st;
+
+	return stat_at(fd, "", &st) >= 0 && !st.st_nlink;
 }
 
 /*
@@ -381,40 +408,39 @@ static void close_least_used(void)
 	while (nr_open > max_open && lru.lru_next != &lru) {
 		struct inode *i = lru.lru_next;
 		int fd = i->fd;
+		bool kept;
 
 		lru_remove(i);
-		if (!i->handle) {
-			bool kept;
-
-			/* Outside the lock (a system call), in use meanwhile. */
-			i->users++;
-			pthread_mutex_unlock(&inodes_lock);
-			kept = !take_handle(i, fd);
-			pthread_mutex_lock(&inodes_lock);
-			i->keep_open = kept;
-			if (kept)
-				nr_open--;	/* open for good: out of the count */
-			if (i->users > 1 || kept) {
-				if (put_inode(i)) {
-					pthread_mutex_unlock(&inodes_lock);
-					free_inode(i);
-					pthread_mutex_lock(&inodes_lock);
-				}
-				continue;	/* back in the LRU once let go */
-			}
-			i->users--;
-			if (i->forgotten) {
+		/* Outside the lock (system calls), in use meanwhile. */
+		i->users++;
+		pthread_mutex_unlock(&inodes_lock);
+		kept = deleted(fd) || (!i->handle && !take_handle(i, fd));
+		pthread_mutex_lock(&inodes_lock);
+		if (kept && !i->keep_open) {
+			i->keep_open = true;
+			nr_open--;	/* open for good: out of the count */
+		}
+		if (i->users > 1 || kept) {
+			if (put_inode(i)) {
 				pthread_mutex_unlock(&inodes_lock);
 				free_inode(i);
 				pthread_mutex_lock(&inodes_lock);
-				continue;
 			}
+			continue;	/* back in the LRU once let go */
+		}
+		i->users--;
+		if (i->forgotten) {
+			pthread_mutex_unlock(&inodes_lock);
+			free_inode(i);
+			pthread_mutex_lock(&inodes_lock);
+			continue;
 		}
 		/* Taken by a request meanwhile: back in the LRU once let go. */
 		if (i->users)
 			continue;
 		i->fd = -1;
 		nr_open--;
+		closed_any = true;
 		pthread_mutex_unlock(&inodes_lock);
 		SYS(SYS_close, fd);
 		pthread_mutex_lock(&inodes_lock);
@@ -425,6 +451,7 @@ static void close_least_used(void)
 /* The end of a request: the fds it held may be closed now. */
 static void release_held(void)
 {
+	fd_error = 0;
 	if (nr_held) {
 		pthread_mutex_lock(&inodes_lock);
 		while (nr_held) {
@@ -440,18 +467,6 @@ static void release_held(void)
 	}
 	/* Also after requests on the root alone (mkdir /d1 ... /d100000). */
 	close_least_used();
-}
-
-/* lstat of @name in directory fd @dir ("" for the fd itself). */
-static long stat_at(int dir, const char *name, struct stat *st)
-{
-	struct scratch s = scratch();
-	long ret = SYS(SYS_newfstatat, dir, wpath(s.path[0], name),
-		       (long)s.stat, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
-
-	if (ret >= 0)
-		memcpy(st, s.stat, sizeof(*st));
-	return ret;
 }
 
 /* What the host sees: uid= and gid= show everything as the mounter's. */
@@ -589,7 +604,53 @@ static void forget_one(fuse_ino_t ino, uint64_t n)
 	pthread_mutex_unlock(&inodes_lock);
 }
 
+/*
+ * Before @name in @dir loses its name (unlink, rmdir, a rename over it):
+ * if the host knows its inode and that inode's fd is closed, opens it and
+ * keeps it open while the host knows it.  Deleted, it could not be opened
+ * by its handle again, and the host may still use it: as a process's
+ * working directory, or for an open file's xattrs.
+ */
+static void keep_if_deleted(int dir, const char *name)
+{
+	int was_error = fd_error;
+	struct inode *i;
+	struct stat st;
+	bool gone;
+
+	if (!__atomic_load_n(&closed_any, __ATOMIC_RELAXED) ||
+	    stat_at(dir, name, &st) < 0)
+		return;
+	pthread_mutex_lock(&inodes_lock);
+	i = find_inode(st.st_dev, st.st_ino);
+	if (!i || i->fd >= 0 || i->forgotten) {
+		/* Open: closing it later finds it deleted (close_least_used()). */
+		pthread_mutex_unlock(&inodes_lock);
+		return;
+	}
+	i->users++;
+	pthread_mutex_unlock(&inodes_lock);
+	if (fd_of((uintptr_t)i) < 0)
+		fd_error = was_error;	/* another file took its number: not ours */
+	pthread_mutex_lock(&inodes_lock);
+	if (i->fd >= 0 && !i->keep_open) {
+		i->keep_open = true;
+		lru_remove(i);
+		nr_open--;
+	}
+	gone = put_inode(i);
+	pthread_mutex_unlock(&inodes_lock);
+	if (gone)
+		free_inode(i);
+}
+
 /* --- operations --------------------------------------------------------------- */
+
+/* The error of a request; the reason an inode could not be opened, if it could not. */
+static void reply_error(fuse_req_t req, int err)
+{
+	fuse.reply_err(req, err && fd_error ? fd_error : err);
+}
 
 static void reply_entry_or_err(fuse_req_t req, fuse_ino_t parent,
 			       const char *name, long ret)
@@ -597,12 +658,12 @@ static void reply_entry_or_err(fuse_req_t req, fuse_ino_t parent,
 	struct fuse_entry_param e;
 
 	if (ret < 0) {
-		fuse.reply_err(req, (int)-ret);
+		reply_error(req, (int)-ret);
 		return;
 	}
 	ret = lookup(parent, name, &e);
 	if (ret < 0)
-		fuse.reply_err(req, (int)-ret);
+		reply_error(req, (int)-ret);
 	else
 		fuse.reply_entry(req, &e);
 }
@@ -635,7 +696,7 @@ static void op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 		e.entry_timeout = TIMEOUT;
 		fuse.reply_entry(req, &e);
 	} else if (err) {
-		fuse.reply_err(req, -err);
+		reply_error(req, -err);
 	} else {
 		fuse.reply_entry(req, &e);
 	}
@@ -665,7 +726,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 
 	(void)fi;
 	if (ret < 0) {
-		fuse.reply_err(req, (int)-ret);
+		reply_error(req, (int)-ret);
 		return;
 	}
 	present(&st);
@@ -737,7 +798,7 @@ static void op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 				  (long)ts, AT_EMPTY_PATH);
 	}
 	if (ret < 0) {
-		fuse.reply_err(req, (int)-ret);
+		reply_error(req, (int)-ret);
 		return;
 	}
 	op_getattr(req, ino, fi);
@@ -750,7 +811,7 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 		     (long)s.data, PATH_MAX - 1);
 
 	if (n < 0) {
-		fuse.reply_err(req, (int)-n);
+		reply_error(req, (int)-n);
 		return;
 	}
 	s.data[n] = 0;
@@ -883,16 +944,17 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct scratch s = scratch();
 
-	fuse.reply_err(req, (int)-SYS(SYS_unlinkat, fd_of(parent),
-				       wpath(s.path[0], name), 0));
+	reply_error(req, (int)-SYS(SYS_unlinkat, fd_of(parent),
+				   wpath(s.path[0], name), 0));
 }
 
 static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct scratch s = scratch();
 
-	fuse.reply_err(req, (int)-SYS(SYS_unlinkat, fd_of(parent),
-				       wpath(s.path[0], name), AT_REMOVEDIR));
+	keep_if_deleted(fd_of(parent), name);
+	reply_error(req, (int)-SYS(SYS_unlinkat, fd_of(parent),
+			       wpath(s.path[0], name), AT_REMOVEDIR));
 }
 
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
@@ -901,10 +963,11 @@ static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 {
 	struct scratch s = scratch();
 
-	fuse.reply_err(req, (int)-SYS(SYS_renameat2, fd_of(parent),
-				       wpath(s.path[0], name),
-				       fd_of(newparent),
-				       wpath(s.path[1], newname), flags));
+	if (!(flags & RENAME_EXCHANGE))
+		keep_if_deleted(fd_of(newparent), newname);
+	reply_error(req, (int)-SYS(SYS_renameat2, fd_of(parent),
+			       wpath(s.path[0], name), fd_of(newparent),
+			       wpath(s.path[1], newname), flags));
 }
 
 /*
@@ -1039,7 +1102,7 @@ static void op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	if (fd >= 0)
 		fd = set_open_file(fi, fd);
 	if (fd < 0) {
-		fuse.reply_err(req, (int)-fd);
+		reply_error(req, (int)-fd);
 		return;
 	}
 	fi->keep_cache = 1;	/* nobody else changes the file */
@@ -1059,7 +1122,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (fd >= 0)
 		fd = set_open_file(fi, fd);
 	if (fd < 0) {
-		fuse.reply_err(req, (int)-fd);
+		reply_error(req, (int)-fd);
 		return;
 	}
 	err = give_to_caller(req, parent, name, mode);
@@ -1068,7 +1131,7 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	if (err) {
 		SYS(SYS_close, file_fd(fi));
 		free(file_of(fi));
-		fuse.reply_err(req, (int)-err);
+		reply_error(req, (int)-err);
 		return;
 	}
 	fuse.reply_create(req, &e, fi);
@@ -1092,7 +1155,7 @@ static void op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	if (n < 0)
 		n = SYS(SYS_pread64, f->fd, (long)s.data, size, off);
 	if (n < 0)
-		fuse.reply_err(req, (int)-n);
+		reply_error(req, (int)-n);
 	else
 		fuse.reply_buf(req, s.data, n);	/* straight from the window */
 }
@@ -1109,7 +1172,7 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	memcpy(s.data, buf, size);
 	n = SYS(SYS_pwrite64, file_fd(fi), (long)s.data, size, off);
 	if (n < 0)
-		fuse.reply_err(req, (int)-n);
+		reply_error(req, (int)-n);
 	else
 		fuse.reply_write(req, n);
 }
@@ -1124,15 +1187,15 @@ static void op_release(fuse_req_t req, fuse_ino_t ino,
 	if (f->direct_fd >= 0)
 		SYS(SYS_close, f->direct_fd);
 	free(f);
-	fuse.reply_err(req, 0);
+	reply_error(req, 0);
 }
 
 static void op_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 		     struct fuse_file_info *fi)
 {
 	(void)ino;
-	fuse.reply_err(req, (int)-SYS(datasync ? SYS_fdatasync : SYS_fsync,
-				       file_fd(fi)));
+	reply_error(req, (int)-SYS(datasync ? SYS_fdatasync : SYS_fsync,
+				   file_fd(fi)));
 }
 
 /* --- directories ------------------------------------------------------------- */
@@ -1161,14 +1224,14 @@ static void op_opendir(fuse_req_t req, fuse_ino_t ino,
 	long fd;
 
 	if (!d) {
-		fuse.reply_err(req, ENOMEM);
+		reply_error(req, ENOMEM);
 		return;
 	}
 	fd = SYS(SYS_openat, fd_of(ino), wpath(s.path[0], "."),
 		 O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0);
 	if (fd < 0) {
 		free(d);
-		fuse.reply_err(req, (int)-fd);
+		reply_error(req, (int)-fd);
 		return;
 	}
 	d->fd = (int)fd;
@@ -1251,7 +1314,7 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 	pthread_mutex_unlock(&d->lock);
 	/* An error after some entries: give those; the next call sees it. */
 	if (err < 0 && !used)
-		fuse.reply_err(req, (int)-err);
+		reply_error(req, (int)-err);
 	else
 		fuse.reply_buf(req, out, used);
 }
@@ -1277,7 +1340,7 @@ static void op_releasedir(fuse_req_t req, fuse_ino_t ino,
 	SYS(SYS_close, d->fd);
 	pthread_mutex_destroy(&d->lock);
 	free(d);
-	fuse.reply_err(req, 0);
+	reply_error(req, 0);
 }
 
 static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -1286,8 +1349,8 @@ static void op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync,
 	struct dir *d = (struct dir *)(uintptr_t)fi->fh;
 
 	(void)ino;
-	fuse.reply_err(req, (int)-SYS(datasync ? SYS_fdatasync : SYS_fsync,
-				       d->fd));
+	reply_error(req, (int)-SYS(datasync ? SYS_fdatasync : SYS_fsync,
+				   d->fd));
 }
 
 /* --- the rest ---------------------------------------------------------------- */
@@ -1322,15 +1385,15 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, int cmd, void *arg,
 	case FITRIM:
 		break;
 	default:
-		fuse.reply_err(req, ENOTTY);
+		reply_error(req, ENOTTY);
 		return;
 	}
 	if ((_IOC_DIR(ucmd) & _IOC_WRITE) && in_size < size) {
-		fuse.reply_err(req, EINVAL);
+		reply_error(req, EINVAL);
 		return;
 	}
 	if ((_IOC_DIR(ucmd) & _IOC_READ) && out_size < size) {
-		fuse.reply_err(req, EINVAL);
+		reply_error(req, EINVAL);
 		return;
 	}
 	fd = flags & FUSE_IOCTL_DIR ?
@@ -1339,7 +1402,7 @@ static void op_ioctl(fuse_req_t req, fuse_ino_t ino, int cmd, void *arg,
 		memcpy(s.data, in, size);
 	ret = SYS(SYS_ioctl, fd, ucmd, (long)s.data);
 	if (ret < 0)
-		fuse.reply_err(req, (int)-ret);
+		reply_error(req, (int)-ret);
 	else
 		fuse.reply_ioctl(req, (int)ret, s.data,
 				 _IOC_DIR(ucmd) & _IOC_READ ? size : 0);
@@ -1353,7 +1416,7 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
 	long ret = SYS(SYS_fstatfs, fd_of(ino), (long)f);
 
 	if (ret < 0) {
-		fuse.reply_err(req, (int)-ret);
+		reply_error(req, (int)-ret);
 		return;
 	}
 	memset(&v, 0, sizeof(v));
@@ -1394,13 +1457,13 @@ static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 	struct scratch s = scratch();
 
 	if (size > MAX_IO) {
-		fuse.reply_err(req, E2BIG);
+		reply_error(req, E2BIG);
 		return;
 	}
 	memcpy(s.data, value, size);
-	fuse.reply_err(req, (int)-xattr_call(SYS_setxattr, ino,
-					      &s, wpath(s.path[1], name),
-					      (long)s.data, size, flags));
+	reply_error(req, (int)-xattr_call(SYS_setxattr, ino,
+					  &s, wpath(s.path[1], name),
+					  (long)s.data, size, flags));
 }
 
 /* A size of 0 asks how big the value (or the list) is. */
@@ -1408,7 +1471,7 @@ static void reply_xattr_result(fuse_req_t req, long n, size_t size,
 			       const char *data)
 {
 	if (n < 0)
-		fuse.reply_err(req, (int)-n);
+		reply_error(req, (int)-n);
 	else if (!size)
 		fuse.reply_xattr(req, n);
 	else
@@ -1444,16 +1507,16 @@ static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct scratch s = scratch();
 
-	fuse.reply_err(req, (int)-xattr_call(SYS_removexattr, ino, &s, wpath(s.path[1], name),
-					      0, 0, 0));
+	reply_error(req, (int)-xattr_call(SYS_removexattr, ino, &s, wpath(s.path[1], name),
+					  0, 0, 0));
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 			 off_t offset, off_t length, struct fuse_file_info *fi)
 {
 	(void)ino;
-	fuse.reply_err(req, (int)-SYS(SYS_fallocate, file_fd(fi), mode, offset,
-				       length));
+	reply_error(req, (int)-SYS(SYS_fallocate, file_fd(fi), mode, offset,
+				   length));
 }
 
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
@@ -1463,7 +1526,7 @@ static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 
 	(void)ino;
 	if (ret < 0)
-		fuse.reply_err(req, (int)-ret);
+		reply_error(req, (int)-ret);
 	else
 		fuse.reply_lseek(req, ret);
 }
@@ -1486,7 +1549,7 @@ static void op_copy_file_range(fuse_req_t req, fuse_ino_t ino_in,
 		file_fd(fi_out),
 		(long)&offs[1], len, flags);
 	if (n < 0)
-		fuse.reply_err(req, (int)-n);
+		reply_error(req, (int)-n);
 	else
 		fuse.reply_write(req, n);
 }

@@ -136,17 +136,49 @@ function measure(name, work, big, tree) {
 
 /*
  * What the disk itself reads, around the host's cache: four readers of
- * 1 MiB O_DIRECT requests, a quarter of the file each.  A reference for
- * cold reads, not a hard ceiling: the host's own read-ahead queues deeper.
+ * 1 MiB O_DIRECT requests, a quarter of @file each.  A reference for cold
+ * reads, not a hard ceiling: the host's own read-ahead queues deeper.
  */
-function diskRead(work, big) {
-  const file = join(work, 'disk-read');
-  sh('cp', [big, file]);
+function diskRead(file) {
   dropCaches();
   const quarter = (i) => `dd if=${file} of=/dev/null bs=1M iflag=direct skip=${i * 256} count=256 status=none`;
-  const mbs = 1024 / time(() => sh('sh', ['-c', `${[0, 1, 2, 3].map(quarter).join(' & ')} & wait`]));
-  fs.rmSync(file);
-  return mbs;
+  return 1024 / time(() => sh('sh', ['-c', `${[0, 1, 2, 3].map(quarter).join(' & ')} & wait`]));
+}
+
+/*
+ * Cold reads again, in pairs: the disk's speed moves from minute to minute
+ * here (1.3 to 3 GB/s for the same fio job), and fuse2fs's with it, so a
+ * ratio means most when both reads come within seconds of each other.
+ * One image holds the file; each round reads it through every contender,
+ * in an order that turns from round to round, and the disk's four readers
+ * read a copy.  Returns each round's figures.
+ */
+function pairedColdReads(work, big, rounds) {
+  const image = join(work, 'paired.img');
+  const mnt = join(work, 'mnt-paired');
+  const copy = join(work, 'disk-read');
+  fs.mkdirSync(mnt, { recursive: true });
+  freshImage(image);
+  let unmount = contenders.host(image, mnt);
+  sh('cp', [big, `${mnt}/file`]);
+  unmount();
+  sh('cp', [big, copy]);
+  const names = Object.keys(contenders);
+  const all = [];
+  for (let i = 0; i < rounds; i++) {
+    const round = { disk: diskRead(copy) };
+    for (let j = 0; j < names.length; j++) {
+      const name = names[(i + j) % names.length];
+      dropCaches();
+      unmount = contenders[name](image, mnt);
+      round[name] = 1024 / time(() => sh('dd', [`if=${mnt}/file`, 'of=/dev/null', 'bs=1M', 'status=none']));
+      unmount();
+    }
+    all.push(round);
+  }
+  fs.rmSync(image);
+  fs.rmSync(copy);
+  return all;
 }
 
 /* The host writing a plain file on the same disk, as the bench's write does. */
@@ -173,11 +205,15 @@ function main() {
     const all = Object.fromEntries(Object.keys(contenders).map((name) => [name, []]));
     const disk = [];
     const plainWrite = [];
+    const diskCopy = join(work, 'disk-read');
+    sh('cp', [big, diskCopy]);
     for (let i = 0; i < rounds; i++) {
       for (const name of Object.keys(contenders)) all[name].push(measure(name, work, big, tree));
-      disk.push(diskRead(work, big));
+      disk.push(diskRead(diskCopy));
       plainWrite.push(diskWrite(work, big));
     }
+    fs.rmSync(diskCopy);
+    const paired = pairedColdReads(work, big, Number(process.env.LKL_UM_BENCH_READ_ROUNDS ?? 9));
     const median = (values) => values.sort((a, b) => a - b)[Math.floor(values.length / 2)];
     const results = Object.fromEntries(
       Object.entries(all).map(([name, runs]) => [
@@ -211,6 +247,21 @@ function main() {
       `${'  the disk, 4 O_DIRECT readers'.padEnd(34)} ${`${median(disk).toFixed(0)} MB/s`.padStart(13)}` +
         '   (a reference for cold reads)',
     );
+    const ratios = paired.map((r) => r.lklfuse / r.fuse2fs).sort((a, b) => a - b);
+    const pairedMedian = (key) => `${median(paired.map((r) => r[key])).toFixed(0)} MB/s`;
+    console.log(
+      `${'  cold, paired, median'.padEnd(34)} lklfuse ${pairedMedian('lklfuse').padStart(13)}  ` +
+        `fuse2fs ${pairedMedian('fuse2fs').padStart(13)}  host ${pairedMedian('host').padStart(13)}` +
+        `   lklfuse/fuse2fs ${median([...ratios]).toFixed(2)}x` +
+        ` (${ratios[0].toFixed(2)}-${ratios[ratios.length - 1].toFixed(2)}x in ${ratios.length} rounds)` +
+        `   the disk's 4 readers ${pairedMedian('disk')}`,
+    );
+    for (const r of paired) {
+      console.log(
+        `${''.padEnd(36)}${['lklfuse', 'fuse2fs', 'host', 'disk'].map((k) => `${k} ${r[k].toFixed(0)}`).join('  ')}` +
+          `   ${(r.lklfuse / r.fuse2fs).toFixed(2)}x`,
+      );
+    }
     row(`create ${SMALL_FILES} small files`, 'create', 'ops/s');
     row(`stat ${SMALL_FILES} small files (cold)`, 'stat', 'ops/s');
     row(`remove ${SMALL_FILES} small files`, 'remove', 'ops/s');

@@ -81,5 +81,6 @@ int fuse_api_load(struct fuse_api *api, char *why, size_t size)
 	LOAD(reply_ioctl, "fuse_reply_ioctl");
 	LOAD(add_direntry, "fuse_add_direntry");
 	LOAD(add_direntry_plus, "fuse_add_direntry_plus");
+	LOAD(notify_inval_entry, "fuse_lowlevel_notify_inval_entry");
 	return 0;
 }

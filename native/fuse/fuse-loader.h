@@ -51,6 +51,8 @@ struct fuse_api {
 	size_t (*add_direntry_plus)(fuse_req_t req, char *buf, size_t bufsize,
 				    const char *name,
 				    const struct fuse_entry_param *e, off_t off);
+	int (*notify_inval_entry)(struct fuse_session *se, fuse_ino_t parent,
+				  const char *name, size_t namelen);
 };
 
 /*

@@ -144,6 +144,11 @@ static long fdpath(char *w, int fd)
  * filesystem gives no handles keeps its fd.  So does a deleted one, which
  * its handle would no longer find, while the host knows it: a process may
  * still be in the directory, or have the file open (keep_if_deleted()).
+ *
+ * Where handles do not last (FAT's find only inodes the kernel has cached,
+ * exfat gives none), the least used inodes are forgotten instead: the host
+ * is asked to drop their names (forget_by_name()), and forgets each inode
+ * nothing else holds, which closes its fd.  A later use looks it up again.
  */
 #define MAX_OPEN_PER_MB 64
 #define MAX_HELD 8		/* fd_of() calls in one request, at most */
@@ -159,6 +164,9 @@ struct inode {
 	enum { ACL_UNKNOWN, ACL_NONE, ACL_DEFAULT } default_acl;	/* a directory's, as last seen */
 	unsigned int xattr_changes;	/* made through us: a default ACL seen before may be gone */
 	struct file_handle *handle;
+	struct inode *parent;	/* and name: where the host looked it up */
+	char *name;		/* (by_name filesystems only), or NULL */
+	struct inode *forget_next;	/* queued for forget_by_name() */
 	dev_t dev;
 	ino_t ino;
 	uint64_t nlookup;
@@ -246,6 +254,10 @@ static struct inode lru = { .lru_prev = &lru, .lru_next = &lru };
 static int mount_fd = -1;	/* the root, for open_by_handle_at: not O_PATH, which it refuses */
 static size_t nr_open;		/* inodes with an fd, root aside */
 static bool closed_any;		/* some inode's fd has been closed */
+static bool by_name;		/* inodes are forgotten, not closed: no lasting handles */
+static struct inode *forget_first;	/* queued for forget_by_name() */
+static pthread_cond_t forget_queued = PTHREAD_COND_INITIALIZER;
+static bool forget_stop;
 static __thread struct inode *held[MAX_HELD];
 static __thread int nr_held;
 static __thread int fd_error;	/* why fd_of() failed in this request, or 0 */
@@ -334,10 +346,21 @@ static bool put_inode(struct inode *i)
 /* An inode out of the table and the LRU: closes its fd and frees it. */
 static void free_inode(struct inode *i)
 {
+	struct inode *parent = i->parent;
+	bool gone;
+
 	if (i->fd >= 0)
 		SYS(SYS_close, i->fd);
 	free(i->handle);
+	free(i->name);
 	free(i);
+	if (parent && parent != &root) {
+		pthread_mutex_lock(&inodes_lock);
+		gone = put_inode(parent);
+		pthread_mutex_unlock(&inodes_lock);
+		if (gone)
+			free_inode(parent);
+	}
 }
 
 /* lstat of @name in directory fd @dir ("" for the fd itself). */
@@ -408,17 +431,24 @@ static void close_least_used(void)
 	while (nr_open > max_open && lru.lru_next != &lru) {
 		struct inode *i = lru.lru_next;
 		int fd = i->fd;
-		bool kept;
+		bool dead, kept;
 
 		lru_remove(i);
 		/* Outside the lock (system calls), in use meanwhile. */
 		i->users++;
 		pthread_mutex_unlock(&inodes_lock);
-		kept = deleted(fd) || (!i->handle && !take_handle(i, fd));
+		dead = deleted(fd);
+		kept = dead || (!i->handle && !take_handle(i, fd));
 		pthread_mutex_lock(&inodes_lock);
 		if (kept && !i->keep_open) {
 			i->keep_open = true;
 			nr_open--;	/* open for good: out of the count */
+			if (!dead && i->name) {
+				i->users++;	/* the queue's */
+				i->forget_next = forget_first;
+				forget_first = i;
+				pthread_cond_signal(&forget_queued);
+			}
 		}
 		if (i->users > 1 || kept) {
 			if (put_inode(i)) {
@@ -563,9 +593,21 @@ static int lookup(fuse_ino_t parent, const char *name,
 					     .dev = e->attr.st_dev,
 					     .ino = e->attr.st_ino,
 					     .nlookup = 1 };
+		if (i && by_name) {
+			i->name = strdup(name);
+			if (i->name) {
+				i->parent = inode_of(parent);
+				if (i->parent != &root)
+					i->parent->users++;	/* held by this request */
+			}
+		}
 		if (!i || add_inode(i)) {
+			if (i && i->parent && i->parent != &root)
+				i->parent->users--;	/* still held by this request */
 			pthread_mutex_unlock(&inodes_lock);
 			SYS(SYS_close, fd);
+			if (i)
+				free(i->name);
 			free(i);
 			return -ENOMEM;
 		}
@@ -642,6 +684,56 @@ static void keep_if_deleted(int dir, const char *name)
 	pthread_mutex_unlock(&inodes_lock);
 	if (gone)
 		free_inode(i);
+}
+
+/* A thread that takes no signals: libfuse's handlers are the main thread's. */
+static int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg)
+{
+	sigset_t all, old;
+	int err;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	err = pthread_create(thread, NULL, fn, arg);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	return err;
+}
+
+/*
+ * Asks the host to drop the names of the inodes close_least_used() queued,
+ * each as it was looked up: one that nothing else holds is then forgotten,
+ * which closes its fd.  Its own thread: the host may have to wait for a
+ * request in the same directory before it drops the name.  A name a
+ * rename has changed since drops nothing, or another file's entry, which
+ * is looked up again.
+ */
+static void *forget_by_name(void *se)
+{
+	pthread_mutex_lock(&inodes_lock);
+	for (;;) {
+		struct inode *i;
+		bool gone;
+
+		while (!forget_first && !forget_stop)
+			pthread_cond_wait(&forget_queued, &inodes_lock);
+		if (forget_stop)
+			break;
+		i = forget_first;
+		forget_first = i->forget_next;
+		pthread_mutex_unlock(&inodes_lock);
+		fuse.notify_inval_entry(se, i->parent == &root ? FUSE_ROOT_ID :
+					(uintptr_t)i->parent, i->name,
+					strlen(i->name));
+		pthread_mutex_lock(&inodes_lock);
+		gone = put_inode(i);
+		if (gone) {
+			pthread_mutex_unlock(&inodes_lock);
+			free_inode(i);
+			pthread_mutex_lock(&inodes_lock);
+		}
+	}
+	pthread_mutex_unlock(&inodes_lock);
+	return NULL;
 }
 
 /* --- operations --------------------------------------------------------------- */
@@ -2334,6 +2426,7 @@ int main(int argc, char **argv)
 {
 	struct lkl_um_options opts;
 	struct fuse_session *se;
+	pthread_t forgetting;
 	char why[512], fsname[2 * PATH_MAX], fuse_o[2 * PATH_MAX + 256];
 	char *fargv[8];
 	struct fuse_args fargs;
@@ -2412,8 +2505,19 @@ int main(int argc, char **argv)
 	if (o.daemon)
 		let_go_of_terminal();
 
+	by_name = !strcmp(o.type, "vfat") || !strcmp(o.type, "msdos") ||
+		  !strcmp(o.type, "exfat");
+	if (by_name && start_thread(&forgetting, forget_by_name, se))
+		by_name = false;	/* then every fd stays open, as before */
 	ret = fuse_serve(&fuse, se, o.single_thread ? 1 : SERVE_THREADS,
 			 disk_read, release_held);
+	if (by_name) {
+		pthread_mutex_lock(&inodes_lock);
+		forget_stop = true;
+		pthread_cond_signal(&forget_queued);
+		pthread_mutex_unlock(&inodes_lock);
+		pthread_join(forgetting, NULL);
+	}
 	if (ret)
 		fprintf(stderr, "lklfuse: serving %s: %s\n", o.mountpoint,
 			strerror(-ret));

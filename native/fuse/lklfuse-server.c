@@ -703,15 +703,16 @@ static int start_thread(pthread_t *thread, void *(*fn)(void *), void *arg)
  * Asks the host to drop the names of the inodes close_least_used() queued,
  * each as it was looked up: one that nothing else holds is then forgotten,
  * which closes its fd.  Its own thread: the host may have to wait for a
- * request in the same directory before it drops the name.  A name a
- * rename has changed since drops nothing, or another file's entry, which
- * is looked up again.
+ * request in the same directory before it drops the name.
  */
 static void *forget_by_name(void *se)
 {
 	pthread_mutex_lock(&inodes_lock);
 	for (;;) {
+		char name[1024];	/* a FAT name is up to 255 UTF-16 units */
+		fuse_ino_t parent;
 		struct inode *i;
+		size_t len;
 		bool gone;
 
 		while (!forget_first && !forget_stop)
@@ -720,10 +721,14 @@ static void *forget_by_name(void *se)
 			break;
 		i = forget_first;
 		forget_first = i->forget_next;
+		/* Copied: a rename may change them meanwhile (renamed()). */
+		parent = i->parent == &root ? FUSE_ROOT_ID : (uintptr_t)i->parent;
+		len = strlen(i->name);
+		if (len < sizeof(name))
+			memcpy(name, i->name, len + 1);
 		pthread_mutex_unlock(&inodes_lock);
-		fuse.notify_inval_entry(se, i->parent == &root ? FUSE_ROOT_ID :
-					(uintptr_t)i->parent, i->name,
-					strlen(i->name));
+		if (len < sizeof(name))
+			fuse.notify_inval_entry(se, parent, name, len);
 		pthread_mutex_lock(&inodes_lock);
 		gone = put_inode(i);
 		if (gone) {
@@ -1049,17 +1054,59 @@ static void op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 			       wpath(s.path[0], name), AT_REMOVEDIR));
 }
 
+/*
+ * After a rename where inodes keep their names (by_name): the inode now
+ * at @name in @parent is known there from now on, for forget_by_name().
+ */
+static void renamed(fuse_ino_t parent, const char *name)
+{
+	struct inode *i, *was;
+	bool gone = false;
+	struct stat st;
+	char *copy;
+
+	if (stat_at(fd_of(parent), name, &st) < 0)
+		return;
+	copy = strdup(name);
+	if (!copy)
+		return;
+	pthread_mutex_lock(&inodes_lock);
+	i = find_inode(st.st_dev, st.st_ino);
+	if (!i || !i->name) {
+		pthread_mutex_unlock(&inodes_lock);
+		free(copy);
+		return;
+	}
+	was = i->parent;
+	free(i->name);
+	i->name = copy;
+	i->parent = inode_of(parent);
+	if (i->parent != &root)
+		i->parent->users++;	/* held by this request */
+	if (was != &root)
+		gone = put_inode(was);
+	pthread_mutex_unlock(&inodes_lock);
+	if (gone)
+		free_inode(was);
+}
+
 static void op_rename(fuse_req_t req, fuse_ino_t parent, const char *name,
 		      fuse_ino_t newparent, const char *newname,
 		      unsigned int flags)
 {
 	struct scratch s = scratch();
+	long ret;
 
 	if (!(flags & RENAME_EXCHANGE))
 		keep_if_deleted(fd_of(newparent), newname);
-	reply_error(req, (int)-SYS(SYS_renameat2, fd_of(parent),
-			       wpath(s.path[0], name), fd_of(newparent),
-			       wpath(s.path[1], newname), flags));
+	ret = SYS(SYS_renameat2, fd_of(parent), wpath(s.path[0], name),
+		  fd_of(newparent), wpath(s.path[1], newname), flags);
+	if (!ret && by_name) {
+		renamed(newparent, newname);
+		if (flags & RENAME_EXCHANGE)
+			renamed(parent, name);
+	}
+	reply_error(req, (int)-ret);
 }
 
 /*

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <linux/fs.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -167,6 +168,7 @@ struct inode {
 	struct inode *parent;	/* and name: where the host looked it up */
 	char *name;		/* (by_name filesystems only), or NULL */
 	struct inode *forget_next;	/* queued for forget_by_name() */
+	bool asked_to_forget;	/* by forget_by_name(): kept open meanwhile */
 	dev_t dev;
 	ino_t ino;
 	uint64_t nlookup;
@@ -440,10 +442,12 @@ static void close_least_used(void)
 		dead = deleted(fd);
 		kept = dead || (!i->handle && !take_handle(i, fd));
 		pthread_mutex_lock(&inodes_lock);
-		if (kept && !i->keep_open) {
+		/* Forgotten meanwhile: out of the count already. */
+		if (kept && !i->keep_open && !i->forgotten) {
 			i->keep_open = true;
 			nr_open--;	/* open for good: out of the count */
 			if (!dead && i->name) {
+				i->asked_to_forget = true;
 				i->users++;	/* the queue's */
 				i->forget_next = forget_first;
 				forget_first = i;
@@ -583,6 +587,14 @@ static int lookup(fuse_ino_t parent, const char *name,
 		i = reopened_or_new(i, &fd, &e->attr, &s);
 	if (i) {
 		i->nlookup++;
+		if (i->asked_to_forget && i->keep_open) {
+			/* The host kept it (in use), and looks it up again: closable again. */
+			i->asked_to_forget = false;
+			i->keep_open = false;
+			nr_open++;
+			if (!i->users && !i->lru_next)
+				lru_add(i);
+		}
 		pthread_mutex_unlock(&inodes_lock);
 		if (fd >= 0)
 			SYS(SYS_close, fd);
@@ -648,10 +660,11 @@ static void forget_one(fuse_ino_t ino, uint64_t n)
 
 /*
  * Before @name in @dir loses its name (unlink, rmdir, a rename over it):
- * if the host knows its inode and that inode's fd is closed, opens it and
- * keeps it open while the host knows it.  Deleted, it could not be opened
- * by its handle again, and the host may still use it: as a process's
- * working directory, or for an open file's xattrs.
+ * if the host knows its inode and that inode's fd is closed, opens it
+ * again.  Deleted, it could not be opened by its handle any more, and the
+ * host may still use it: as a process's working directory, or for an
+ * open file's xattrs.  Open, it is kept open once deleted: closing it
+ * finds it so (close_least_used()).
  */
 static void keep_if_deleted(int dir, const char *name)
 {
@@ -666,7 +679,6 @@ static void keep_if_deleted(int dir, const char *name)
 	pthread_mutex_lock(&inodes_lock);
 	i = find_inode(st.st_dev, st.st_ino);
 	if (!i || i->fd >= 0 || i->forgotten) {
-		/* Open: closing it later finds it deleted (close_least_used()). */
 		pthread_mutex_unlock(&inodes_lock);
 		return;
 	}
@@ -675,11 +687,6 @@ static void keep_if_deleted(int dir, const char *name)
 	if (fd_of((uintptr_t)i) < 0)
 		fd_error = was_error;	/* another file took its number: not ours */
 	pthread_mutex_lock(&inodes_lock);
-	if (i->fd >= 0 && !i->keep_open) {
-		i->keep_open = true;
-		lru_remove(i);
-		nr_open--;
-	}
 	gone = put_inode(i);
 	pthread_mutex_unlock(&inodes_lock);
 	if (gone)
@@ -739,6 +746,32 @@ static void *forget_by_name(void *se)
 	}
 	pthread_mutex_unlock(&inodes_lock);
 	return NULL;
+}
+
+/*
+ * Stops forget_by_name() once serving has ended.  It may be waiting for
+ * a directory's lock that the host holds while a request in it waits in
+ * the device, which nobody reads now: so serve what comes until the
+ * thread is done.  Otherwise both would wait for ever, and the process
+ * could not even be killed.
+ */
+static void stop_forgetting(struct fuse_session *se, pthread_t thread)
+{
+	struct pollfd device = { .fd = fuse.session_fd(se), .events = POLLIN };
+	struct fuse_buf buf = { 0 };
+
+	pthread_mutex_lock(&inodes_lock);
+	forget_stop = true;
+	pthread_cond_signal(&forget_queued);
+	pthread_mutex_unlock(&inodes_lock);
+	while (pthread_tryjoin_np(thread, NULL) == EBUSY) {
+		if (poll(&device, 1, 10) <= 0 ||
+		    fuse.session_receive_buf(se, &buf) <= 0)
+			continue;
+		fuse.session_process_buf(se, &buf);
+		release_held();
+	}
+	free(buf.mem);
 }
 
 /* --- operations --------------------------------------------------------------- */
@@ -1041,6 +1074,7 @@ static void op_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
 	struct scratch s = scratch();
 
+	keep_if_deleted(fd_of(parent), name);
 	reply_error(req, (int)-SYS(SYS_unlinkat, fd_of(parent),
 				   wpath(s.path[0], name), 0));
 }
@@ -2558,13 +2592,8 @@ int main(int argc, char **argv)
 		by_name = false;	/* then every fd stays open, as before */
 	ret = fuse_serve(&fuse, se, o.single_thread ? 1 : SERVE_THREADS,
 			 disk_read, release_held);
-	if (by_name) {
-		pthread_mutex_lock(&inodes_lock);
-		forget_stop = true;
-		pthread_cond_signal(&forget_queued);
-		pthread_mutex_unlock(&inodes_lock);
-		pthread_join(forgetting, NULL);
-	}
+	if (by_name)
+		stop_forgetting(se, forgetting);
 	if (ret)
 		fprintf(stderr, "lklfuse: serving %s: %s\n", o.mountpoint,
 			strerror(-ret));

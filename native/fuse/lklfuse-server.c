@@ -257,7 +257,8 @@ static int mount_fd = -1;	/* the root, for open_by_handle_at: not O_PATH, which 
 static size_t nr_open;		/* inodes with an fd, root aside */
 static bool closed_any;		/* some inode's fd has been closed */
 static bool by_name;		/* inodes are forgotten, not closed: no lasting handles */
-static struct inode *forget_first;	/* queued for forget_by_name() */
+/* Queued for forget_by_name(), least recently used first. */
+static struct inode *forget_first, **forget_last = &forget_first;
 static pthread_cond_t forget_queued = PTHREAD_COND_INITIALIZER;
 static bool forget_stop;
 static __thread struct inode *held[MAX_HELD];
@@ -449,8 +450,9 @@ static void close_least_used(void)
 			if (!dead && i->name) {
 				i->asked_to_forget = true;
 				i->users++;	/* the queue's */
-				i->forget_next = forget_first;
-				forget_first = i;
+				i->forget_next = NULL;
+				*forget_last = i;
+				forget_last = &i->forget_next;
 				pthread_cond_signal(&forget_queued);
 			}
 		}
@@ -728,6 +730,8 @@ static void *forget_by_name(void *se)
 			break;
 		i = forget_first;
 		forget_first = i->forget_next;
+		if (!forget_first)
+			forget_last = &forget_first;
 		/* Copied: a rename may change them meanwhile (renamed()). */
 		parent = i->parent == &root ? FUSE_ROOT_ID : (uintptr_t)i->parent;
 		len = strlen(i->name);

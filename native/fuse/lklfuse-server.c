@@ -52,7 +52,7 @@
 
 #define TIMEOUT 30.0		/* we are the image's only user */
 #define MAX_IO (1 << 20)	/* max_read, max_write */
-#define HANDLE_ROOM 512	/* a file handle and a mount id */
+#define HANDLE_ROOM 512	/* two file handles, each with a mount id */
 #define SCRATCH (MAX_IO + 3 * PATH_MAX + 4096 + HANDLE_ROOM)
 #define ROOT "/image"
 #define HOST_READ_AHEAD_KB "4096"	/* on our mount, as root */
@@ -81,15 +81,24 @@ static struct {
 
 /*
  * Each FUSE thread has a scratch area in the window: three paths, a stat
- * buffer, room for the largest read or write, and a file handle's (its
- * own: an inode is reopened by its handle in the middle of a request).
+ * buffer, room for the largest read or write, and two file handles' (their
+ * own: an inode is reopened by its handle in the middle of a request, and
+ * its handle is compared with a file's while a reply is being built in
+ * data, as readdirplus does).
  */
 struct scratch {
 	char *path[3];
 	void *stat;
 	char *data;
-	void *handle;
+	void *handle;		/* a handle to open an inode by */
+	void *found_handle;	/* a file's, to compare with it */
 };
+
+/* Where name_to_handle_at() puts the mount id, after a handle at @h. */
+static int *mount_id_after(void *h)
+{
+	return (int *)((char *)h + HANDLE_ROOM / 2 - sizeof(int));
+}
 
 static pthread_key_t scratch_key;
 
@@ -115,6 +124,8 @@ static struct scratch scratch(void)
 		.stat = base + 3 * PATH_MAX,
 		.data = base + 3 * PATH_MAX + 4096,
 		.handle = base + 3 * PATH_MAX + 4096 + MAX_IO,
+		.found_handle = base + 3 * PATH_MAX + 4096 + MAX_IO +
+				HANDLE_ROOM / 2,
 	};
 }
 
@@ -393,10 +404,9 @@ static bool deleted(int fd)
 static bool take_handle(struct inode *i, int fd)
 {
 	_Static_assert(sizeof(struct file_handle) + MAX_HANDLE_SZ + sizeof(int) <=
-		       HANDLE_ROOM, "HANDLE_ROOM holds a handle and a mount id");
+		       HANDLE_ROOM / 2, "HANDLE_ROOM holds two handles and mount ids");
 	struct scratch s = scratch();
 	struct file_handle *h = s.handle;
-	int *mount_id = (int *)((char *)s.handle + HANDLE_ROOM - sizeof(int));
 
 	/*
 	 * FAT's handles find an inode only while the kernel has it cached
@@ -410,7 +420,7 @@ static bool take_handle(struct inode *i, int fd)
 		return false;
 	h->handle_bytes = MAX_HANDLE_SZ;
 	ret = SYS(SYS_name_to_handle_at, fd, wpath(s.path[0], ""), (long)h,
-		  (long)mount_id, AT_EMPTY_PATH);
+		  (long)mount_id_after(h), AT_EMPTY_PATH);
 	if (ret == -EOPNOTSUPP)
 		no_handles = true;
 	if (ret < 0)
@@ -518,11 +528,11 @@ static void present(struct stat *st)
 static bool has_handle(long fd, const struct file_handle *handle,
 		       struct scratch *s)
 {
-	struct file_handle *h = (struct file_handle *)s->data;
+	struct file_handle *h = s->found_handle;
 
 	h->handle_bytes = MAX_HANDLE_SZ;
 	return SYS(SYS_name_to_handle_at, fd, wpath(s->path[1], ""), (long)h,
-		   (long)(s->data + 512), AT_EMPTY_PATH) >= 0 &&
+		   (long)mount_id_after(h), AT_EMPTY_PATH) >= 0 &&
 	       h->handle_bytes == handle->handle_bytes &&
 	       h->handle_type == handle->handle_type &&
 	       !memcmp(h->f_handle, handle->f_handle, h->handle_bytes);

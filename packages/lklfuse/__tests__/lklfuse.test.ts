@@ -624,6 +624,8 @@ describe('big trees', () => {
       makeFiles(mnt, log, 200);
       // Found again after the first are no longer open: each reopened by its handle.
       expect(countFiles(mnt)).toBe(100_000);
+      // ls -l: readdirplus, whose reply reopened inodes were once written over.
+      expect(run('ls', ['-l', join(mnt, 'd1')]).split('\n').filter((l) => l.startsWith('-')).length).toBe(500);
       expect(fs.readFileSync(join(mnt, 'd0/f0'), 'utf8')).toBe('0/0');
       expect(fs.statSync(join(mnt, 'd0')).nlink).toBe(2);
       fs.renameSync(join(mnt, 'd0/f1'), join(mnt, 'd199/moved'));

@@ -82,5 +82,6 @@ int fuse_api_load(struct fuse_api *api, char *why, size_t size)
 	LOAD(add_direntry, "fuse_add_direntry");
 	LOAD(add_direntry_plus, "fuse_add_direntry_plus");
 	LOAD(notify_inval_entry, "fuse_lowlevel_notify_inval_entry");
+	LOAD(notify_inval_inode, "fuse_lowlevel_notify_inval_inode");
 	return 0;
 }

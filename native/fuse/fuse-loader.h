@@ -53,6 +53,8 @@ struct fuse_api {
 				    const struct fuse_entry_param *e, off_t off);
 	int (*notify_inval_entry)(struct fuse_session *se, fuse_ino_t parent,
 				  const char *name, size_t namelen);
+	int (*notify_inval_inode)(struct fuse_session *se, fuse_ino_t ino,
+				  off_t off, off_t len);
 };
 
 /*

@@ -188,6 +188,8 @@ struct inode {
 static struct inode root;
 static pthread_mutex_t inodes_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool dont_mask;	/* the host leaves the caller's umask to us */
+static bool writeback_cache;	/* the host's, as agreed at INIT */
+static struct fuse_session *session;
 
 /*
  * The inodes the host knows, by (dev, ino): a lookup of a name whose inode
@@ -819,8 +821,10 @@ static void op_init(void *data, struct fuse_conn_info *conn)
 	conn->max_read = (unsigned int)o.max_read;	/* as mounted: else no mount */
 	if (conn->capable & FUSE_CAP_READDIRPLUS)
 		conn->want |= FUSE_CAP_READDIRPLUS;
-	if (o.writeback && conn->capable & FUSE_CAP_WRITEBACK_CACHE)
+	if (o.writeback && conn->capable & FUSE_CAP_WRITEBACK_CACHE) {
 		conn->want |= FUSE_CAP_WRITEBACK_CACHE;
+		writeback_cache = true;
+	}
 	if (conn->capable & FUSE_CAP_DONT_MASK) {
 		conn->want |= FUSE_CAP_DONT_MASK;
 		dont_mask = true;
@@ -886,6 +890,7 @@ static void op_getattr(fuse_req_t req, fuse_ino_t ino,
 struct open_file {
 	long fd;
 	long direct_fd;		/* DIRECT_NOT_YET, DIRECT_NONE or an fd */
+	bool whole_writes;	/* opened with O_DIRECT: see op_write() */
 };
 
 #define DIRECT_NOT_YET (-1L)
@@ -1248,6 +1253,7 @@ static long set_open_file(struct fuse_file_info *fi, long fd)
 	}
 	f->fd = fd;
 	f->direct_fd = DIRECT_NOT_YET;
+	f->whole_writes = fi->flags & O_DIRECT;
 	fi->fh = (uintptr_t)f;
 	return fd;
 }
@@ -1351,13 +1357,29 @@ static void op_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 		     size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct scratch s = scratch();
-	long n;
+	struct open_file *f = file_of(fi);
+	long n, more;
 
 	(void)ino;
 	if (size > MAX_IO)
 		size = MAX_IO;
 	memcpy(s.data, buf, size);
-	n = SYS(SYS_pwrite64, file_fd(fi), (long)s.data, size, off);
+	n = SYS(SYS_pwrite64, f->fd, (long)s.data, size, off);
+	/*
+	 * The host's FUSE turns a short O_DIRECT write into EIO: its direct
+	 * I/O goes out asynchronously, and has no short count to give back.
+	 * So write on, and what stops it is the error to tell (EFBIG at the
+	 * largest file, ENOSPC): the host truncates what it extended.
+	 */
+	while (f->whole_writes && n > 0 && (size_t)n < size) {
+		more = SYS(SYS_pwrite64, f->fd, (long)(s.data + n), size - n,
+			   off + n);
+		if (more <= 0) {
+			n = more < 0 ? more : n;
+			break;
+		}
+		n += more;
+	}
 	if (n < 0)
 		reply_error(req, (int)-n);
 	else
@@ -1638,19 +1660,33 @@ static long xattr_call(long nr, fuse_ino_t ino, struct scratch *s, long a,
 	return ret;
 }
 
+/*
+ * An access ACL sets the mode's group bits.  The host keeps a file's
+ * attributes for TIMEOUT after an xattr call, and with a writeback cache
+ * it does not even ask again for the change time: so it is told.
+ */
+static void acl_changed(fuse_ino_t ino, const char *name, long ret)
+{
+	if (!ret && writeback_cache &&
+	    !strcmp(name, "system.posix_acl_access"))
+		fuse.notify_inval_inode(session, ino, -1, 0);
+}
+
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
 			const char *value, size_t size, int flags)
 {
 	struct scratch s = scratch();
+	long ret;
 
 	if (size > MAX_IO) {
 		reply_error(req, E2BIG);
 		return;
 	}
 	memcpy(s.data, value, size);
-	reply_error(req, (int)-xattr_call(SYS_setxattr, ino,
-					  &s, wpath(s.path[1], name),
-					  (long)s.data, size, flags));
+	ret = xattr_call(SYS_setxattr, ino, &s, wpath(s.path[1], name),
+			 (long)s.data, size, flags);
+	acl_changed(ino, name, ret);
+	reply_error(req, (int)-ret);
 }
 
 /* A size of 0 asks how big the value (or the list) is. */
@@ -1693,9 +1729,11 @@ static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
 	struct scratch s = scratch();
+	long ret = xattr_call(SYS_removexattr, ino, &s, wpath(s.path[1], name),
+			      0, 0, 0);
 
-	reply_error(req, (int)-xattr_call(SYS_removexattr, ino, &s, wpath(s.path[1], name),
-					  0, 0, 0));
+	acl_changed(ino, name, ret);
+	reply_error(req, (int)-ret);
 }
 
 static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
@@ -1709,11 +1747,23 @@ static void op_fallocate(fuse_req_t req, fuse_ino_t ino, int mode,
 static void op_lseek(fuse_req_t req, fuse_ino_t ino, off_t off, int whence,
 		     struct fuse_file_info *fi)
 {
-	long ret = SYS(SYS_lseek, file_fd(fi), off, whence);
+	long ret;
 
 	(void)ino;
+	/*
+	 * With a writeback cache, what the host has not written back yet is
+	 * data the kernel here cannot see, and the host asks without writing
+	 * it first.  ENOSYS makes it answer itself from then on: all data, up
+	 * to the size it knows.
+	 */
+	if (writeback_cache) {
+		reply_error(req, ENOSYS);
+		return;
+	}
+	ret = SYS(SYS_lseek, file_fd(fi), off, whence);
+	/* An offset below -4095 is no errno (btrfs near 2^63 gives one). */
 	if (ret < 0)
-		reply_error(req, (int)-ret);
+		reply_error(req, ret >= -4095 ? (int)-ret : EINVAL);
 	else
 		fuse.reply_lseek(req, ret);
 }
@@ -2583,6 +2633,7 @@ int main(int argc, char **argv)
 	se = fuse.session_new(&fargs, &ops, sizeof(ops), NULL);
 	if (!se)
 		die("cannot start a FUSE session (options: %s)", fuse_o);
+	session = se;
 	if (fuse.set_signal_handlers(se))
 		die("cannot set signal handlers");
 	if (!realpath(o.mountpoint, o.mountpoint_abs))

@@ -304,6 +304,15 @@ while n < 3 << 20: n += os.copy_file_range(s, d, (3 << 20) - n)`, join(mnt, 'sou
     const back = join(work, 'direct-back');
     run('dd', [`if=${f}`, `of=${back}`, 'bs=1M', 'iflag=direct', 'status=none']);
     expect(fs.readFileSync(back).equals(data)).toBe(true);
+
+    // 48 KiB from 8 KiB below ext4's largest file: the kernel writes 8 KiB,
+    // which FUSE's direct I/O would have turned into EIO.  The error is the
+    // one that stopped the write, and the host takes back what it added.
+    const edge = join(mnt, 'direct-edge');
+    const largest = (2 ** 32 - 1) * fs.statfsSync(mnt).bsize; // ext4's, with extents
+    const dd = spawnSync('dd', ['if=/dev/zero', `of=${edge}`, 'bs=48K', 'count=1', `seek=${largest - 8192}`, 'oflag=direct,seek_bytes', 'conv=notrunc', 'status=none'], { encoding: 'utf8' });
+    expect(dd.stderr).toMatch(/File too large/);
+    expect(fs.statSync(edge).size).toBe(0);
   });
 
   test('chattr and lsattr: append-only and immutable flags the kernel enforces', () => {
@@ -405,6 +414,40 @@ print('held', flush=True); time.sleep(float(sys.argv[2]))`;
         done();
       }),
     );
+  });
+});
+
+describe('-o writeback_cache', () => {
+  test('the host batches writes; SEEK_DATA and an ACL\'s mode are right before it writes back; the image gets it all', () => {
+    const image = freshImage('ext4', 'writeback');
+    const mnt = mountpoint('writeback');
+    const m = mountImage(image, mnt, 'writeback_cache');
+    const data = randomBytes(3 << 20);
+    const f = join(mnt, 'batched');
+    try {
+      const fd = fs.openSync(f, 'w+');
+      try {
+        for (let at = 0; at < data.length; at += 4096) fs.writeSync(fd, data, at, 4096, (1 << 20) + at);
+        // Still in the host's cache: the kernel here has seen none of it,
+        // and must not say there is no data.
+        expect(host.seek(fd, 0, 3 /* SEEK_DATA */)).toBeLessThanOrEqual(1 << 20);
+        expect(host.seek(fd, 1 << 20, 4 /* SEEK_HOLE */)).toBe((1 << 20) + data.length);
+        // An ACL's mask is the mode's group bits: shown at once, not in 30 s.
+        run('setfacl', ['-m', 'u:1234:rwx', f]);
+        expect(fs.statSync(f).mode & 0o070).toBe(0o070);
+      } finally {
+        fs.closeSync(fd);
+      }
+      expect(fs.readFileSync(f).subarray(1 << 20).equals(data)).toBe(true);
+    } finally {
+      m.unmount();
+    }
+    filesystem('ext4').fsck!(image);
+    withLoop(image, (dir) => {
+      const back = fs.readFileSync(join(dir, 'batched'));
+      expect(back.length).toBe((1 << 20) + data.length);
+      expect(back.subarray(1 << 20).equals(data)).toBe(true);
+    });
   });
 });
 

@@ -42,7 +42,8 @@ Mount options (-o):
                        implies default_permissions
   default_permissions  let the host kernel check the modes shown
   writeback_cache      the host kernel batches writes (a full disk then shows
-                       at close or fsync, not at each write)
+                       at close or fsync, not at each write; SEEK_DATA and
+                       SEEK_HOLE find no holes)
   nosuid, nodev, noexec, sync, dirsync, fsname=, ...
                        FUSE's options and the host mount's flags, to FUSE
                        (dev and suid: for root only)

@@ -795,6 +795,12 @@ static void stop_forgetting(struct fuse_session *se, pthread_t thread)
 /* The error of a request; the reason an inode could not be opened, if it could not. */
 static void reply_error(fuse_req_t req, int err)
 {
+	/*
+	 * The kernel is gone (killed): nothing can be served any more, so
+	 * stop, which unmounts and tells why, rather than fail every call.
+	 */
+	if (err == ESHUTDOWN && lkl_um_exit_status(k) != -1)
+		fuse.session_exit(session);
 	fuse.reply_err(req, err && fd_error ? fd_error : err);
 }
 

@@ -1343,4 +1343,25 @@ describe('starting and stopping', () => {
     for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
     expect(mounted(mnt)).toBe(false);
   });
+
+  test('in the foreground, a killed kernel is told: the next call fails with ESHUTDOWN, and lklfuse unmounts, exit 2', async () => {
+    const image = freshImage('ext4', 'fg-kernel-kill');
+    const mnt = mountpoint('fg-kernel-kill');
+    const fg = spawn(process.execPath, [lklfuse, '-f', image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((ready) => fg.stderr.once('data', () => ready()));
+    const server = run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim();
+    process.kill(Number(run('pgrep', ['-P', server, 'lkl-um-kernel']).trim()), 'SIGKILL');
+    expect(() => fs.readdirSync(mnt)).toThrow(/ESHUTDOWN/);
+    const exited = new Promise<number | null>((done) => fg.once('exit', done));
+    let timer: NodeJS.Timeout | undefined;
+    const status = await Promise.race([exited, new Promise<string>((late) => (timer = setTimeout(() => late('still serving'), 20_000)))]);
+    clearTimeout(timer);
+    if (status === 'still serving') spawnSync('fusermount3', ['-u', mnt]);
+    expect(status).toBe(2);
+    expect(stderr).toMatch(/the kernel did not power off cleanly: its process was killed by SIGKILL\n$/);
+    for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
+    expect(mounted(mnt)).toBe(false);
+  });
 });

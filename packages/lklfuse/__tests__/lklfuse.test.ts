@@ -1330,27 +1330,28 @@ describe('starting and stopping', () => {
     waitUnlocked(again.lock);
   });
 
-  test('in the foreground, a killed server is told: exit 2 and why', async () => {
-    const image = freshImage('ext4', 'fg-kill');
-    const mnt = mountpoint('fg-kill');
+  /* lklfuse -f on a fresh ext4 image, once it has said it is mounted; what it says after. */
+  async function foreground(name: string) {
+    const image = freshImage('ext4', name);
+    const mnt = mountpoint(name);
     const fg = spawn(process.execPath, [lklfuse, '-f', image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const said = { stderr: '' };
+    fg.stderr.on('data', (d: Buffer) => (said.stderr += d.toString()));
     await new Promise<void>((ready) => fg.stderr.once('data', () => ready()));
+    return { fg, mnt, said };
+  }
+
+  test('in the foreground, a killed server is told: exit 2 and why', async () => {
+    const { fg, mnt, said } = await foreground('fg-kill');
     process.kill(Number(run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim()), 'SIGKILL');
     expect(await new Promise<number | null>((done) => fg.once('exit', done))).toBe(2);
-    expect(stderr).toMatch(/lklfuse: the server was killed by SIGKILL; its kernel syncs the image\n$/);
+    expect(said.stderr).toMatch(/lklfuse: the server was killed by SIGKILL; its kernel syncs the image\n$/);
     for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
     expect(mounted(mnt)).toBe(false);
   });
 
   test('in the foreground, a killed kernel is told: the next call fails with ESHUTDOWN, and lklfuse unmounts, exit 2', async () => {
-    const image = freshImage('ext4', 'fg-kernel-kill');
-    const mnt = mountpoint('fg-kernel-kill');
-    const fg = spawn(process.execPath, [lklfuse, '-f', image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
-    let stderr = '';
-    fg.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    await new Promise<void>((ready) => fg.stderr.once('data', () => ready()));
+    const { fg, mnt, said } = await foreground('fg-kernel-kill');
     const server = run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim();
     process.kill(Number(run('pgrep', ['-P', server, 'lkl-um-kernel']).trim()), 'SIGKILL');
     expect(() => fs.readdirSync(mnt)).toThrow(/ESHUTDOWN/);
@@ -1360,7 +1361,7 @@ describe('starting and stopping', () => {
     clearTimeout(timer);
     if (status === 'still serving') spawnSync('fusermount3', ['-u', mnt]);
     expect(status).toBe(2);
-    expect(stderr).toMatch(/the kernel did not power off cleanly: its process was killed by SIGKILL\n$/);
+    expect(said.stderr).toMatch(/the kernel did not power off cleanly: its process was killed by SIGKILL\n$/);
     for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
     expect(mounted(mnt)).toBe(false);
   });

@@ -792,6 +792,23 @@ static void stop_forgetting(struct fuse_session *se, pthread_t thread)
 
 /* --- operations --------------------------------------------------------------- */
 
+/*
+ * Whether the kernel process has ended, after a call failed with
+ * ESHUTDOWN.  Its socket closes as it exits, a moment before its parent
+ * can collect its status; so wait that moment (a second at most).
+ */
+static int kernel_ended(void)
+{
+	int tries;
+
+	for (tries = 0; tries < 1000; tries++) {
+		if (lkl_um_exit_status(k) != -1)
+			return 1;
+		usleep(1000);
+	}
+	return 0;
+}
+
 /* The error of a request; the reason an inode could not be opened, if it could not. */
 static void reply_error(fuse_req_t req, int err)
 {
@@ -799,7 +816,7 @@ static void reply_error(fuse_req_t req, int err)
 	 * The kernel is gone (killed): nothing can be served any more, so
 	 * stop, which unmounts and tells why, rather than fail every call.
 	 */
-	if (err == ESHUTDOWN && lkl_um_exit_status(k) != -1)
+	if (err == ESHUTDOWN && kernel_ended())
 		fuse.session_exit(session);
 	fuse.reply_err(req, err && fd_error ? fd_error : err);
 }

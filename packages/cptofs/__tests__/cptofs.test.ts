@@ -5,7 +5,8 @@ import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
-import { host } from '@lkl-um/core';
+import { Excluder, host, Kernel, Reporter } from '@lkl-um/core';
+import { asBytes, hostSide, kernelSide, parseNoPreserve, TreeCopier } from '../src/copy';
 import {
   expectSuccess,
   FILESYSTEMS,
@@ -350,6 +351,36 @@ describe('many at once, interruptions, links and odd paths', () => {
     withLoop(image, (mnt) => {
       for (let i = 0; i < 12; i++) expect(sum(join(mnt, 'dozen', `f${i}`))).toBe(sum(join(src, `f${i}`)));
     });
+  });
+
+  test('a walk of 20 000 entries through a 1 MiB window waits for room: no ENOMEM', async () => {
+    // The walk used to look at every entry of a directory at once, each
+    // call holding its buffers in the window until the window ran out.
+    const src = join(work, 'many-entries');
+    fs.mkdirSync(src, { recursive: true });
+    for (let d = 0; d < 4; d++) {
+      fs.mkdirSync(join(src, `d${d}`), { recursive: true });
+      for (let i = 0; i < 5000; i++) fs.writeFileSync(join(src, `d${d}`, `file-with-a-longer-name-${i}`), '');
+    }
+    const image = join(work, 'many-entries.img');
+    fs.rmSync(image, { force: true });
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, 64 << 20);
+    run('mkfs.ext4', ['-q', '-F', '-N', '30000', '-d', src, image]);
+    const k = await Kernel.boot({ heapSize: 1 << 20 });
+    const out = join(work, 'many-entries.out');
+    fs.rmSync(out, { recursive: true, force: true });
+    const report = new Reporter('cpfromfs', { quiet: true });
+    try {
+      const root = await k.mount(await k.addDisk(image, { readOnly: true }), { readOnly: true });
+      const copier = new TreeCopier(kernelSide(k), hostSide, { preserve: parseNoPreserve(undefined), exclude: new Excluder([]) }, report);
+      await copier.copy(asBytes(root), asBytes(out), '');
+    } finally {
+      await k.shutdown();
+    }
+    expect(report.errors).toBe(0);
+    for (let d = 0; d < 4; d++) expect(fs.readdirSync(join(out, `d${d}`)).length).toBe(5000);
+    fs.rmSync(out, { recursive: true });
   });
 
   test('SIGINT in the middle, told twice at once: exit 130 after the image is unmounted clean', async () => {

@@ -234,7 +234,7 @@ export interface CopyOptions {
   group?: number;
   /** security.selinux for every copied entry. */
   selinux?: string;
-  /** How many files are copied at once. */
+  /** How many entries are looked at or copied at once. */
   concurrency?: number;
   /** How to name a path in messages (image paths without the mount point). */
   display?: (path: string) => string;
@@ -332,7 +332,10 @@ export class TreeCopier {
     if (this.#cancelled || (rel && this.options.exclude.excludes(rel))) return;
     let st: Status;
     try {
-      st = await this.from.lstat(src);
+      // Under the limit like the copies: a walk let loose on a large tree
+      // would have a call in flight for every entry at once, each with its
+      // buffers in the kernel's window, until that ran out.
+      st = await this.#limit.run(() => this.from.lstat(src));
     } catch (e) {
       this.report.error(`cannot stat '${this.#show(src)}': ${this.#explain(e)}`);
       return;
@@ -357,13 +360,13 @@ export class TreeCopier {
     this.progress.files++;
     let names: string[];
     try {
-      names = await this.from.readdir(src);
+      names = await this.#limit.run(() => this.from.readdir(src));
     } catch (e) {
       this.report.error(`cannot read directory '${this.#show(src)}': ${this.#explain(e)}`);
       names = [];
     }
     await Promise.all(names.map((n) => this.copy(`${src}/${n}`, `${dest}/${n}`, rel ? `${rel}/${n}` : n)));
-    if (!this.#cancelled) await this.#metadata(src, dest, st, false);
+    if (!this.#cancelled) await this.#limit.run(() => this.#metadata(src, dest, st, false));
   }
 
   async #copyEntry(src: string, dest: string, st: Status): Promise<void> {

@@ -6,7 +6,9 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as zlib from 'node:zlib';
 import { join } from 'node:path';
-import { host } from '@lkl-um/core';
+import { Excluder, host, Kernel, Reporter } from '@lkl-um/core';
+import { pack as tarPack } from 'tar-stream';
+import { TarExporter, useOwnHeaders } from '../src/export';
 import { expectSuccess, FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
 import { byteNames, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
@@ -94,6 +96,32 @@ describe.each(['vfat', 'iso9660'])('%s', (type) => {
     fs.rmSync(out, { recursive: true });
     fs.rmSync(host, { recursive: true });
   });
+});
+
+test('iso9660: a directory of 10 000 entries through a 1 MiB window, each looked at for its type: no ENOMEM', async () => {
+  // iso9660 keeps no types in directories: every entry is looked at, and
+  // all at once, those calls used to fill the kernel's window.
+  const src = join(work, 'iso-many');
+  fs.mkdirSync(join(src, 'many'), { recursive: true });
+  for (let i = 0; i < 10000; i++) fs.writeFileSync(join(src, 'many', `entry-${i}`), '');
+  const image = join(work, 'iso-many.iso');
+  run('genisoimage', ['-quiet', '-R', '-o', image, src]);
+  const k = await Kernel.boot({ heapSize: 1 << 20 });
+  const report = new Reporter('fs2tar', { quiet: true });
+  let archived = 0;
+  try {
+    const root = await k.mount(await k.addDisk(image, { readOnly: true }), { type: 'iso9660', readOnly: true });
+    const pack = tarPack();
+    useOwnHeaders(pack);
+    pack.on('data', (chunk: Buffer) => (archived += chunk.length));
+    const exporter = new TarExporter(k, pack, { format: 'pax', exclude: new Excluder([], true), sort: false }, report);
+    await exporter.export(root, (p) => p);
+    pack.finalize();
+  } finally {
+    await k.shutdown();
+  }
+  expect(report.errors).toBe(0);
+  expect(archived).toBeGreaterThan(10000 * 512); // a header each
 });
 
 describe('archives', () => {

@@ -166,14 +166,19 @@ export class TarExporter {
       await dir.close();
     }
     if (this.options.sort) raw.sort((a, b) => Buffer.compare(a.name, b.name));
-    return Promise.all(
-      raw.map(async (e) => {
+    // Filesystems that keep no types in directories (iso9660) say DT_UNKNOWN:
+    // then each entry is looked at, LOOKAHEAD at a time (all at once, a
+    // large directory's calls would fill the kernel's window).
+    const entries: { name: string; dir: boolean }[] = [];
+    for (let at = 0; at < raw.length; at += LOOKAHEAD) {
+      const some = raw.slice(at, at + LOOKAHEAD).map(async (e) => {
         const name = e.name.toString('latin1');
-        // Filesystems that keep no types in directories (iso9660) say DT_UNKNOWN.
         const dir = e.type === DT_UNKNOWN ? isDir(Number((await this.k.fs.lstat(bytes(`${path}/${name}`))).mode)) : e.type === DT_DIR;
         return { name, dir };
-      }),
-    );
+      });
+      entries.push(...(await Promise.all(some)));
+    }
+    return entries;
   }
 
   async #read(path: string, name: string): Promise<Entry> {

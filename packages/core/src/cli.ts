@@ -101,6 +101,10 @@ export class Reporter {
  * with --debug).
  */
 export function run(command: string, main: () => Promise<number>, debug = process.argv.includes('--debug')): void {
+  // A reader of stdout that goes away (--help | head) ends nothing here: what
+  // was being done is finished and cleaned up.  (Unheard, the error would
+  // kill us with a stack trace.)  fs2tar learns it from its archive stream.
+  process.stdout.on('error', () => undefined);
   main().then(
     (code) => {
       process.exitCode = code;

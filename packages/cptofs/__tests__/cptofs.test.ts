@@ -159,6 +159,10 @@ describe('options', () => {
       expect(help.stdout).toContain(o);
     }
     expect(cli('cpfromfs', ['--version']).stdout).toMatch(/cpfromfs \S+ \(lkl-um; Linux 6\.12/);
+    // Read in part (| head): no EPIPE stack trace, success.
+    const head = spawnSync('bash', ['-o', 'pipefail', '-c', `"${process.execPath}" "${bin('cpfromfs')}" --help | head -c 1`], { encoding: 'utf8' });
+    expect(head.stderr).toBe('');
+    expectSuccess(head);
   });
 });
 

@@ -236,8 +236,6 @@ async function main(argv: string[]): Promise<number> {
 }
 
 export function cli(): void {
-  // A reader that goes away (| head) must not kill us before we clean up.
-  process.stdout.on('error', () => undefined);
   run('fs2tar', () => main(process.argv));
 }
 

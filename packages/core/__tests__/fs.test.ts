@@ -484,3 +484,67 @@ describe('errors', () => {
     expect(await fs().readFile('/t/small/keep', 'utf8')).toBe('safe');
   });
 });
+
+describe('many calls at once', () => {
+  test('30 000 calls through a 1 MiB window wait their turn, as node:fs would take them: none fails', async () => {
+    const small = await Kernel.boot({ heapSize: 1 << 20 });
+    try {
+      const dir = '/a-directory-with-a-name-long-enough-to-count';
+      await small.fs.mkdir(dir);
+      const names = Array.from({ length: 1000 }, (_, i) => `${dir}/entry-${i}`);
+      for (const name of names) await small.fs.writeFile(name, name);
+      await small.fs.symlink('entry-0', `${dir}/link`);
+      await small.fs.setxattr(names[0], 'user.kept', 'value');
+      const when = new Date('2020-02-02T02:02:02.002Z');
+      const calls = Array.from({ length: 30000 }, (_, i): Promise<unknown> => {
+        const name = names[i % names.length];
+        switch (i % 6) {
+          case 0:
+            return small.fs.stat(name).then((st) => st.size);
+          case 1:
+            return small.fs.readlink(`${dir}/link`);
+          case 2:
+            return small.fs.utimes(name, when, when);
+          case 3:
+            return small.fs.getxattr(names[0], 'user.kept').then(String);
+          case 4:
+            return small.fs.statfs(dir).then((s) => s.type);
+          default:
+            return small.fs.readFile(name, 'utf8');
+        }
+      });
+      const results = await Promise.allSettled(calls);
+      expect(results.filter((r) => r.status === 'rejected')).toEqual([]);
+      const values = results.map((r) => (r as PromiseFulfilledResult<unknown>).value);
+      expect(values[0]).toBe(names[0].length);
+      expect(values[1]).toBe('entry-0');
+      expect(values[3]).toBe('value');
+      expect(values[5]).toBe(names[5]);
+      expect((await small.fs.stat(names[2])).mtime).toEqual(when);
+    } finally {
+      await small.shutdown();
+    }
+  });
+
+  test('a window held full by alloc() with nothing in flight: ENOMEM at once, not a wait for ever', async () => {
+    const small = await Kernel.boot({ heapSize: 1 << 20 });
+    try {
+      const held = [];
+      for (;;) {
+        try {
+          held.push(small.alloc(4096));
+        } catch {
+          break;
+        }
+      }
+      const started = Date.now();
+      await expect(small.fs.stat('/')).rejects.toMatchObject({ code: 'ENOMEM' });
+      expect(Date.now() - started).toBeLessThan(2000);
+      held.pop()!.free();
+      expect((await small.fs.stat('/')).isDirectory()).toBe(true);
+      for (const buf of held) buf.free();
+    } finally {
+      await small.shutdown();
+    }
+  });
+});

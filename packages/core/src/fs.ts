@@ -10,7 +10,7 @@ import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
 import { dataExtents } from './extents';
 import { BigIntStats, decodeDirents, decodeStatfs, decodeStatx, Dirent, StatFs, Stats } from './stats';
-import { cstringSize, WindowBuffer } from './window';
+import { cstringSize, region, WindowBuffer, WindowRegion } from './window';
 
 export type PathLike = string | Buffer | URL;
 export type OpenFlags = string | number;
@@ -159,10 +159,25 @@ export class KernelFs {
    * too long is reached first (see reach()); failing that, the error is
    * the `syscall`'s, as the call itself would have failed.
    */
-  private async withPaths<T>(
+  private withPaths<T>(
     syscall: string,
     paths: PathLike[],
     fn: (...addrs: number[]) => Promise<T>,
+    literal = -1,
+  ): Promise<T> {
+    return this.withPathsAnd(syscall, paths, 0, (_, ...addrs) => fn(...addrs), literal);
+  }
+
+  /**
+   * withPaths, with `size` bytes more in the same buffer (`room`, at its
+   * start) for what the call reads or fills: one buffer for all a call
+   * needs, as Kernel.withBuffer asks.
+   */
+  private async withPathsAnd<T>(
+    syscall: string,
+    paths: PathLike[],
+    size: number,
+    fn: (room: WindowRegion, ...addrs: number[]) => Promise<T>,
     literal = -1,
   ): Promise<T> {
     const bytes = paths.map(pathBytes);
@@ -180,10 +195,10 @@ export class KernelFs {
       }
       const sizes = bytes.map(cstringSize);
       return await this.kernel.withBuffer(
-        sizes.reduce((a, b) => a + b, 0),
+        sizes.reduce((a, b) => a + b, size),
         async (buf) => {
           const addrs: number[] = [];
-          let at = 0;
+          let at = size;
           for (let i = 0; i < bytes.length; i++) {
             const b = bytes[i];
             const n = typeof b === 'string' ? buf.bytes.write(b, at, 'utf8') : b.copy(buf.bytes, at);
@@ -191,7 +206,7 @@ export class KernelFs {
             addrs.push(buf.address + at);
             at += sizes[i];
           }
-          return fn(...addrs);
+          return fn(region(buf, 0, size), ...addrs);
         },
       );
     } finally {
@@ -332,17 +347,15 @@ export class KernelFs {
 
   private async statx(path: PathLike, flags: number, syscall: string, options?: StatOptions) {
     const size = STRUCTS.statx.size;
-    return this.withPaths(syscall, [path], (p) =>
-      this.kernel.withBuffer(size, async (buf) => {
-        check(
-          await this.call(NR.statx, C.AT_FDCWD, p, flags, C.STATX_BASIC_STATS | C.STATX_BTIME, buf.address),
-          syscall,
-          pathString(path),
-        );
-        const raw = decodeStatx(buf.bytes);
-        return options?.bigint ? new BigIntStats(raw) : new Stats(raw);
-      }),
-    );
+    return this.withPathsAnd(syscall, [path], size, async (buf, p) => {
+      check(
+        await this.call(NR.statx, C.AT_FDCWD, p, flags, C.STATX_BASIC_STATS | C.STATX_BTIME, buf.address),
+        syscall,
+        pathString(path),
+      );
+      const raw = decodeStatx(buf.bytes);
+      return options?.bigint ? new BigIntStats(raw) : new Stats(raw);
+    });
   }
 
   stat(path: PathLike, options: { bigint: true }): Promise<BigIntStats>;
@@ -364,8 +377,8 @@ export class KernelFs {
   statfs(path: PathLike, options: { bigint: true }): Promise<StatFs<bigint>>;
   statfs(path: PathLike, options?: StatOptions): Promise<StatFs<number>>;
   async statfs(path: PathLike, options?: StatOptions): Promise<StatFs<number> | StatFs<bigint>> {
-    return this.kernel.withBuffer(STRUCTS.statfs.size, async (buf) => {
-      await this.onPath('statfs', path, (p) => this.call(NR.statfs, p, buf.address));
+    return this.withPathsAnd('statfs', [path], STRUCTS.statfs.size, async (buf, p) => {
+      check(await this.call(NR.statfs, p, buf.address), 'statfs', pathString(path));
       return decodeStatfs(buf.bytes, !!options?.bigint);
     });
   }
@@ -396,9 +409,9 @@ export class KernelFs {
   }
 
   private async utimensat(syscall: string, path: PathLike, atime: TimeLike, mtime: TimeLike, flags: number) {
-    await this.kernel.withBuffer(2 * STRUCTS.timespec.size, async (buf) => {
+    await this.withPathsAnd(syscall, [path], 2 * STRUCTS.timespec.size, async (buf, p) => {
       writeTimespecs(buf, atime, mtime);
-      await this.onPath(syscall, path, (p) => this.call(NR.utimensat, C.AT_FDCWD, p, buf.address, flags));
+      check(await this.call(NR.utimensat, C.AT_FDCWD, p, buf.address, flags), syscall, pathString(path));
     });
   }
 
@@ -440,8 +453,8 @@ export class KernelFs {
   readlink(path: PathLike, options?: { encoding?: BufferEncoding }): Promise<string>;
   async readlink(path: PathLike, options?: { encoding?: BufferEncoding | 'buffer' }): Promise<string | Buffer> {
     const max = 4096;
-    return this.kernel.withBuffer(max, async (buf) => {
-      const n = await this.onPath('readlink', path, (p) => this.call(NR.readlinkat, C.AT_FDCWD, p, buf.address, max));
+    return this.withPathsAnd('readlink', [path], max, async (buf, p) => {
+      const n = check(await this.call(NR.readlinkat, C.AT_FDCWD, p, buf.address, max), 'readlink', pathString(path));
       const target = Buffer.from(buf.bytes.subarray(0, n));
       const encoding = options?.encoding ?? 'utf8';
       return encoding === 'buffer' ? target : target.toString(encoding);
@@ -664,49 +677,56 @@ export class KernelFs {
     );
   }
 
-  /* A get or list of unknown size: ask with a buffer, grow it on ERANGE. */
-  private async sized(syscall: string, path: PathLike, call: (buf: WindowBuffer) => Promise<number>) {
+  /*
+   * A get or list of unknown size, on `paths`: ask with room for the value,
+   * more on ERANGE.
+   */
+  private async sized(
+    syscall: string,
+    paths: PathLike[],
+    call: (room: WindowRegion, ...addrs: number[]) => Promise<number>,
+    literal = -1,
+  ): Promise<Buffer> {
     for (let size = 4096; ; size *= 16) {
-      const result = await this.kernel.withBuffer(size, async (buf) => {
-        const n = await call(buf);
-        return n === -ERANGE && size < 1 << 20 ? undefined : Buffer.from(buf.bytes.subarray(0, check(n, syscall, pathString(path))));
-      });
+      const result = await this.withPathsAnd(
+        syscall,
+        paths,
+        size,
+        async (room, ...addrs) => {
+          const n = await call(room, ...addrs);
+          return n === -ERANGE && size < 1 << 20 ? undefined : Buffer.from(room.bytes.subarray(0, check(n, syscall, pathString(paths[0]))));
+        },
+        literal,
+      );
       if (result) return result;
     }
   }
 
   private xattrGet(syscall: string, nr: number, path: PathLike, name: string): Promise<Buffer> {
-    return this.withPaths(
-      syscall,
-      [path, name],
-      (p, n) => this.sized(syscall, path, (buf) => this.call(nr, p, n, buf.address, buf.size)),
-      1,
-    );
+    return this.sized(syscall, [path, name], (room, p, n) => this.call(nr, p, n, room.address, room.size), 1);
   }
 
   private async xattrSet(syscall: string, nr: number, path: PathLike, name: string, value: Data, flags: number) {
     const bytes = toBuffer(value);
-    await this.withPaths(
+    await this.withPathsAnd(
       syscall,
       [path, name],
-      (p, n) =>
-        this.kernel.withBuffer(bytes.length, async (buf) => {
-          bytes.copy(buf.bytes);
-          check(await this.call(nr, p, n, buf.address, bytes.length, flags), syscall, pathString(path));
-        }),
+      bytes.length,
+      async (buf, p, n) => {
+        bytes.copy(buf.bytes);
+        check(await this.call(nr, p, n, buf.address, bytes.length, flags), syscall, pathString(path));
+      },
       1,
     );
   }
 
   private async xattrList(syscall: string, nr: number, path: PathLike): Promise<string[]> {
-    const list = await this.withPaths(syscall, [path], (p) =>
-      this.sized(syscall, path, (buf) => this.call(nr, p, buf.address, buf.size)),
-    );
+    const list = await this.sized(syscall, [path], (room, p) => this.call(nr, p, room.address, room.size));
     return list.toString('utf8').split('\0').filter(Boolean);
   }
 }
 
-function writeTimespecs(buf: WindowBuffer, ...times: TimeLike[]) {
+function writeTimespecs(buf: WindowRegion, ...times: TimeLike[]) {
   const [secAt] = STRUCTS.timespec.fields.tv_sec;
   const [nsecAt] = STRUCTS.timespec.fields.tv_nsec;
   times.forEach((t, i) => {
@@ -1008,11 +1028,10 @@ export class FileHandle {
   }
 
   private async fstat(options?: StatOptions): Promise<Stats | BigIntStats> {
-    return this.kernel.withBuffer(STRUCTS.statx.size, async (buf) => {
-      await this.kernel.withBuffer(1, async (empty) => {
-        empty.bytes[0] = 0;
-        await this.checked('fstat', NR.statx, empty.address, C.AT_EMPTY_PATH, C.STATX_BASIC_STATS | C.STATX_BTIME, buf.address);
-      });
+    const size = STRUCTS.statx.size;
+    return this.kernel.withBuffer(size + 1, async (buf) => {
+      buf.bytes[size] = 0; // the empty path
+      await this.checked('fstat', NR.statx, buf.address + size, C.AT_EMPTY_PATH, C.STATX_BASIC_STATS | C.STATX_BTIME, buf.address);
       const raw = decodeStatx(buf.bytes);
       return options?.bigint ? new BigIntStats(raw) : new Stats(raw);
     });

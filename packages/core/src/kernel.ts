@@ -285,7 +285,9 @@ export class Kernel {
     this.#windowInUse += block;
     return new WindowBuffer(this, native, offset, size, () => {
       this.#windowInUse -= block;
+      this.#windowStuck = false;
       onFree?.();
+      this.#roomFreed?.();
       for (const wake of this.#windowWaiters.splice(0)) wake();
     });
   }
@@ -303,24 +305,73 @@ export class Kernel {
     for (;;) {
       const room = this.#windowInUse + windowBlock(size) <= (this.memory.length * 3) / 4;
       const alone = wait && this.#transferBuffers === 0;
-      const buf = room || alone ? this.#tryAlloc(size, onFree) : undefined;
+      let buf = room || alone ? this.#tryAlloc(size, onFree) : undefined;
+      // Alone, no other transfer will give one back: wait as small buffers do.
+      if (!buf && alone) buf = await this.#waitForRoom(size, onFree);
       if (buf) {
         this.#transferBuffers++;
         return buf;
       }
       if (!wait) return undefined;
-      if (alone) throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window`);
       await new Promise<void>((wake) => this.#windowWaiters.push(wake));
     }
   }
 
-  /** Runs fn with a window buffer that is freed afterwards. */
+  /**
+   * Runs fn with a window buffer that is freed afterwards.  When the window
+   * is full, waits for the calls in flight to give theirs back, first come
+   * first served, as node:fs queues calls rather than fail them: ENOMEM
+   * only when none is in flight.  So fn must not take another buffer while
+   * it holds this one (each fs call takes one, for all it needs), or a
+   * full window of such holders would wait for itself.
+   */
   async withBuffer<T>(size: number, fn: (buf: WindowBuffer) => Promise<T>): Promise<T> {
-    const buf = this.alloc(size);
+    const buf = (!this.#waitingForRoom && this.#tryAlloc(size)) || (await this.#waitForRoom(size));
     try {
       return await fn(buf);
     } finally {
       buf.free();
+    }
+  }
+
+  /** Callers of withBuffer waiting for room; all but the first in #roomQueue. */
+  #waitingForRoom = 0;
+  #roomQueue: (() => void)[] = [];
+  /** No room came though nothing was in flight: the window is full for good, until a free. */
+  #windowStuck = false;
+  /** Wakes the first caller waiting for room. */
+  #roomFreed: (() => void) | undefined;
+
+  async #waitForRoom(size: number, onFree?: () => void): Promise<WindowBuffer> {
+    if (windowBlock(size) > this.memory.length) {
+      throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window: more than all of it`);
+    }
+    if (this.#waitingForRoom++) await new Promise<void>((turn) => this.#roomQueue.push(turn));
+    try {
+      for (let idle = 0; ; ) {
+        const buf = this.#tryAlloc(size, onFree);
+        if (buf) return buf;
+        // With nothing in flight for a few turns, nothing will give room
+        // back (the window is held by buffers from alloc(), or is too
+        // small for this one).
+        idle = this.inFlight ? 0 : idle + 1;
+        if ((this.#windowStuck && !this.inFlight) || idle > 2) {
+          this.#windowStuck = true;
+          throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window: it is full, and no call in flight holds any of it`);
+        }
+        await new Promise<void>((freed) => {
+          // A timeout too: the calls in flight may all end without a free.
+          const timer = setTimeout(freed, 20);
+          this.#roomFreed = () => {
+            clearTimeout(timer);
+            freed();
+          };
+        });
+        this.#roomFreed = undefined;
+      }
+    } finally {
+      this.#waitingForRoom--;
+      this.#roomQueue.shift()?.();
     }
   }
 

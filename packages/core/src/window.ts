@@ -3,7 +3,21 @@
 import type { Kernel } from './kernel';
 import type { NativeKernel } from './native';
 
-export class WindowBuffer {
+/** Part of the window: where a call reads or writes. */
+export interface WindowRegion {
+  /** Its address, to pass to a system call. */
+  readonly address: number;
+  /** Its bytes (no copy). */
+  readonly bytes: Buffer;
+  readonly size: number;
+}
+
+/** The `size` bytes at `at` in `buf`. */
+export function region(buf: WindowRegion, at: number, size: number): WindowRegion {
+  return { address: buf.address + at, bytes: buf.bytes.subarray(at, at + size), size };
+}
+
+export class WindowBuffer implements WindowRegion {
   /** Its address, to pass to a system call. */
   readonly address: number;
   /** Its bytes, as a Buffer over the window (no copy). */

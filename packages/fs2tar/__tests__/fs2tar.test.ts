@@ -113,7 +113,7 @@ test('iso9660: a directory of 10 000 entries through a 1 MiB window, each looked
     const root = await k.mount(await k.addDisk(image, { readOnly: true }), { type: 'iso9660', readOnly: true });
     const pack = tarPack();
     useOwnHeaders(pack);
-    pack.on('data', (chunk: Buffer) => (archived += chunk.length));
+    pack.on('data', (chunk: unknown) => (archived += (chunk as Buffer).length));
     const exporter = new TarExporter(k, pack, { format: 'pax', exclude: new Excluder([], true), sort: false }, report);
     await exporter.export(root, (p) => p);
     pack.finalize();

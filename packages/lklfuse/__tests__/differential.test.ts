@@ -408,8 +408,8 @@ function lklfuseCli(args: string[]) {
 const isMounted = (dir: string) =>
   fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((line) => line.split(' ')[1] === dir);
 
-function mountLklfuse(image: string, mountpoint: string, type: string): void {
-  const mounted = lklfuseCli(['-o', `type=${type}`, image, mountpoint]);
+function mountLklfuse(image: string, mountpoint: string, type: string, options: string): void {
+  const mounted = lklfuseCli(['-o', `type=${type}${options ? `,${options}` : ''}`, image, mountpoint]);
   if (mounted.status !== 0) throw new Error(`lklfuse ${image} failed (${mounted.status}): ${mounted.stderr}`);
 }
 
@@ -453,23 +453,30 @@ afterAll(() => {
   if (work) fs.rmSync(work, { recursive: true, force: true });
 });
 
-describe.each(['ext4', 'xfs', 'btrfs'])('%s', (type) => {
-  const seed = SEED_OVERRIDE ?? DEFAULT_SEEDS[type]!;
+/* Each filesystem as mounted by default; ext4 with writeback_cache too, where the host caches writes. */
+describe.each([
+  ['ext4', ''],
+  ['xfs', ''],
+  ['btrfs', ''],
+  ['ext4', 'writeback_cache'],
+])('%s %s', (type, options) => {
+  const name = options ? `${type}-${options}` : type; // of its files, and in messages
+  const seed = SEED_OVERRIDE ?? DEFAULT_SEEDS[type]! + (options ? 1 : 0);
   let imageA: string; // served by lklfuse
   let imageB: string; // loop-mounted by the host
   let lkl: Side;
   let hostSide: Side;
 
   beforeAll(() => {
-    imageA = join(work, `${type}-lklfuse.img`);
-    imageB = join(work, `${type}-host.img`);
+    imageA = join(work, `${name}-lklfuse.img`);
+    imageB = join(work, `${name}-host.img`);
     filesystem(type).make(imageA);
     run('cp', ['--sparse=always', imageA, imageB]);
-    lkl = { root: join(work, `${type}-lklfuse`), fds: [] };
-    hostSide = { root: join(work, `${type}-host`), fds: [] };
+    lkl = { root: join(work, `${name}-lklfuse`), fds: [] };
+    hostSide = { root: join(work, `${name}-host`), fds: [] };
     fs.mkdirSync(lkl.root);
     fs.mkdirSync(hostSide.root);
-    mountLklfuse(imageA, lkl.root, type);
+    mountLklfuse(imageA, lkl.root, type, options);
     run('timeout', ['60', 'mount', '-o', 'loop', '-t', type, imageB, hostSide.root]);
   });
 
@@ -503,7 +510,7 @@ describe.each(['ext4', 'xfs', 'btrfs'])('%s', (type) => {
         closeAll(lkl);
         closeAll(hostSide);
         unmountLklfuse(lkl.root);
-        mountLklfuse(imageA, lkl.root, type);
+        mountLklfuse(imageA, lkl.root, type, options);
         history.push(`${index}: (every file closed on both sides; lklfuse unmounted and mounted again)`);
       }
 
@@ -519,7 +526,7 @@ describe.each(['ext4', 'xfs', 'btrfs'])('%s', (type) => {
       if (onLklfuse !== onHost) {
         throw new Error(
           [
-            `${type}: lklfuse and the host kernel differ at op ${index} (seed ${seed}; replay with LKL_UM_DIFF_SEED=${seed} LKL_UM_DIFF_OPS=${index + 1} npx jest -t ${type} ...)`,
+            `${name}: lklfuse and the host kernel differ at op ${index} (seed ${seed}; replay with LKL_UM_DIFF_SEED=${seed} LKL_UM_DIFF_OPS=${index + 1} npx jest -t ${type} ...)`,
             `  op:        ${describeOp(op)}`,
             `  lklfuse:   ${onLklfuse}`,
             `  host:      ${onHost}`,

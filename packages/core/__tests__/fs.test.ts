@@ -526,6 +526,29 @@ describe('many calls at once', () => {
     }
   });
 
+  test('a small call does not wait behind a large one whose room a blocked call holds', async () => {
+    const small = await Kernel.boot({ heapSize: 1 << 20 });
+    try {
+      const fds = small.alloc(8);
+      await small.sys.pipe2(fds.address, 0);
+      const [readEnd, writeEnd] = [fds.bytes.readInt32LE(0), fds.bytes.readInt32LE(4)];
+      fds.free();
+      // Blocked in read(2), holding 64 KiB, until something is written.
+      const reading = small.withBuffer(64 << 10, (buf) => small.sys.read(readEnd, buf.address, 64 << 10));
+      await new Promise((r) => setTimeout(r, 50));
+      // All of the window: only once the reader is done.
+      const large = small.withBuffer(1 << 20, async () => 'large');
+      // The write the reader waits for: were it behind the large one, nothing would move.
+      const writing = small.withBuffer(64, (buf) => {
+        buf.bytes[0] = 42;
+        return small.sys.write(writeEnd, buf.address, 1);
+      });
+      expect(await Promise.all([reading, writing, large])).toEqual([1, 1, 'large']);
+    } finally {
+      await small.shutdown();
+    }
+  });
+
   test('a window held full by alloc() with nothing in flight: ENOMEM at once, not a wait for ever', async () => {
     const small = await Kernel.boot({ heapSize: 1 << 20 });
     try {

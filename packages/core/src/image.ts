@@ -211,8 +211,9 @@ export async function resolveInImage(k: Kernel, root: string, path: string, foll
   const rel = posix.normalize(`/${path}`).replace(/^\/+|\/+$/g, '');
   if (!rel) return root;
   const rootFd = await k.fs.open(root, C.O_PATH | C.O_DIRECTORY);
-  const where = async (p: string, follow: boolean) =>
-    k.withBuffer(STRUCTS.open_how.size + 4096, async (buf) => {
+  const where = async (p: string, follow: boolean) => {
+    // The buffer is given back before readlink takes one (see withBuffer).
+    const fd = await k.withBuffer(STRUCTS.open_how.size + 4096, async (buf) => {
       const how = STRUCTS.open_how.fields;
       buf.bytes.fill(0, 0, STRUCTS.open_how.size);
       buf.bytes.writeBigUInt64LE(BigInt(C.O_PATH | C.O_CLOEXEC | (follow ? 0 : C.O_NOFOLLOW)), how.flags[0]);
@@ -226,12 +227,14 @@ export async function resolveInImage(k: Kernel, root: string, path: string, foll
         e.message = `/${p}: ${errnoMessage(-fd)} in the image (${e.code})`;
         throw e;
       }
-      try {
-        return await k.fs.readlink(`/proc/self/fd/${fd}`);
-      } finally {
-        await k.call(NR.close, fd);
-      }
+      return fd;
     });
+    try {
+      return await k.fs.readlink(`/proc/self/fd/${fd}`);
+    } finally {
+      await k.call(NR.close, fd);
+    }
+  };
   try {
     return await where(rel, followLast);
   } catch (e) {

@@ -122,6 +122,17 @@ class CallTable {
   }
 }
 
+/* Where the window tells its heap's size: struct lkl_um_window's heap_size (lkl_um/protocol.h). */
+const HEAP_SIZE_AT = 56;
+
+/* Callers waiting for room for one size of block: the first tries, the others wait their turn. */
+interface RoomQueue {
+  waiting: number;
+  turns: (() => void)[];
+  /** Wakes the first: a buffer was given back. */
+  freed?: () => void;
+}
+
 /** The window's heap gives each buffer a power-of-two block, 64 bytes or more. */
 function windowBlock(size: number): number {
   return Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(size, 1))));
@@ -141,12 +152,15 @@ export class Kernel {
 
   #native: NativeKernel | undefined;
   readonly #calls: CallTable;
+  /** The part of the window buffers come from. */
+  readonly #heapSize: number;
   #shutdown: Promise<void> | undefined;
 
   private constructor(native: NativeKernel) {
     this.#native = native;
     this.pid = native.pid;
     this.memory = Buffer.from(native.window);
+    this.#heapSize = Number(this.memory.readBigUInt64LE(HEAP_SIZE_AT));
     this.windowBase = Number(native.windowBase);
     const calls = new CallTable(new WeakRef(native));
     const completions = native.completions;
@@ -287,7 +301,7 @@ export class Kernel {
       this.#windowInUse -= block;
       this.#windowStuck = false;
       onFree?.();
-      this.#roomFreed?.();
+      for (const queue of this.#roomQueues.values()) queue.freed?.();
       for (const wake of this.#windowWaiters.splice(0)) wake();
     });
   }
@@ -303,7 +317,7 @@ export class Kernel {
   async transferBuffer(size: number, wait: boolean): Promise<WindowBuffer | undefined> {
     const onFree = () => this.#transferBuffers--;
     for (;;) {
-      const room = this.#windowInUse + windowBlock(size) <= (this.memory.length * 3) / 4;
+      const room = this.#windowInUse + windowBlock(size) <= (this.#heapSize * 3) / 4;
       const alone = wait && this.#transferBuffers === 0;
       let buf = room || alone ? this.#tryAlloc(size, onFree) : undefined;
       // Alone, no other transfer will give one back: wait as small buffers do.
@@ -319,14 +333,16 @@ export class Kernel {
 
   /**
    * Runs fn with a window buffer that is freed afterwards.  When the window
-   * is full, waits for the calls in flight to give theirs back, first come
-   * first served, as node:fs queues calls rather than fail them: ENOMEM
-   * only when none is in flight.  So fn must not take another buffer while
-   * it holds this one (each fs call takes one, for all it needs), or a
-   * full window of such holders would wait for itself.
+   * is full, waits for the calls in flight to give theirs back (first come
+   * first served among calls that need as much), as node:fs queues calls
+   * rather than fail them: ENOMEM only when none is in flight.  So fn must
+   * not take another buffer while it holds this one (each fs call takes
+   * one, for all it needs), or a full window of such holders would wait
+   * for itself.
    */
   async withBuffer<T>(size: number, fn: (buf: WindowBuffer) => Promise<T>): Promise<T> {
-    const buf = (!this.#waitingForRoom && this.#tryAlloc(size)) || (await this.#waitForRoom(size));
+    const queue = this.#roomQueues.get(windowBlock(size));
+    const buf = (!queue && this.#tryAlloc(size)) || (await this.#waitForRoom(size));
     try {
       return await fn(buf);
     } finally {
@@ -334,44 +350,49 @@ export class Kernel {
     }
   }
 
-  /** Callers of withBuffer waiting for room; all but the first in #roomQueue. */
-  #waitingForRoom = 0;
-  #roomQueue: (() => void)[] = [];
+  /*
+   * Callers waiting for room, by the size of block they need: a small call
+   * never waits behind a large one that cannot be served yet (whose room a
+   * blocked call may hold until the small one has run).
+   */
+  readonly #roomQueues = new Map<number, RoomQueue>();
   /** No room came though nothing was in flight: the window is full for good, until a free. */
   #windowStuck = false;
-  /** Wakes the first caller waiting for room. */
-  #roomFreed: (() => void) | undefined;
 
   async #waitForRoom(size: number, onFree?: () => void): Promise<WindowBuffer> {
-    if (windowBlock(size) > this.memory.length) {
+    const block = windowBlock(size);
+    if (block > this.#heapSize) {
       throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window: more than all of it`);
     }
-    if (this.#waitingForRoom++) await new Promise<void>((turn) => this.#roomQueue.push(turn));
+    let queue = this.#roomQueues.get(block);
+    if (!queue) this.#roomQueues.set(block, (queue = { waiting: 0, turns: [] }));
+    const mine = queue;
+    if (mine.waiting++) await new Promise<void>((turn) => mine.turns.push(turn));
     try {
       for (let idle = 0; ; ) {
         const buf = this.#tryAlloc(size, onFree);
         if (buf) return buf;
         // With nothing in flight for a few turns, nothing will give room
-        // back (the window is held by buffers from alloc(), or is too
-        // small for this one).
+        // back: the window is held by buffers from alloc().
         idle = this.inFlight ? 0 : idle + 1;
         if ((this.#windowStuck && !this.inFlight) || idle > 2) {
           this.#windowStuck = true;
           throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window: it is full, and no call in flight holds any of it`);
         }
-        await new Promise<void>((freed) => {
+        const freed = await new Promise<boolean>((wake) => {
           // A timeout too: the calls in flight may all end without a free.
-          const timer = setTimeout(freed, 20);
-          this.#roomFreed = () => {
+          const timer = setTimeout(() => wake(false), 20);
+          mine.freed = () => {
             clearTimeout(timer);
-            freed();
+            wake(true);
           };
         });
-        this.#roomFreed = undefined;
+        mine.freed = undefined;
+        if (freed) idle = 0;
       }
     } finally {
-      this.#waitingForRoom--;
-      this.#roomQueue.shift()?.();
+      if (--mine.waiting) mine.turns.shift()?.();
+      else this.#roomQueues.delete(block);
     }
   }
 

@@ -335,9 +335,12 @@ export class TreeCopier {
       // Under the limit like the copies: a walk let loose on a large tree
       // would have a call in flight for every entry at once, each with its
       // buffers in the kernel's window, until that ran out.
-      st = await this.#limit.run(() => this.from.lstat(src));
+      st = await this.#limit.run(() => {
+        this.#checkCancelled(); // queued before a cancel: not looked at after it
+        return this.from.lstat(src);
+      });
     } catch (e) {
-      this.report.error(`cannot stat '${this.#show(src)}': ${this.#explain(e)}`);
+      if (!skipped(e)) this.report.error(`cannot stat '${this.#show(src)}': ${this.#explain(e)}`);
       return;
     }
     try {
@@ -352,6 +355,7 @@ export class TreeCopier {
   }
 
   async #copyDir(src: string, dest: string, rel: string, st: Status): Promise<void> {
+    this.#checkCancelled();
     // Writable for us while we fill it; its own mode comes after.
     await this.to.mkdir(dest, this.#createMode(st, st.mode & 0o7777)).catch(async (e: NodeJS.ErrnoException) => {
       if (e.code !== 'EEXIST' || !isDir((await this.to.lstat(dest)).mode)) throw e;
@@ -360,9 +364,12 @@ export class TreeCopier {
     this.progress.files++;
     let names: string[];
     try {
-      names = await this.#limit.run(() => this.from.readdir(src));
+      names = await this.#limit.run(() => {
+        this.#checkCancelled();
+        return this.from.readdir(src);
+      });
     } catch (e) {
-      this.report.error(`cannot read directory '${this.#show(src)}': ${this.#explain(e)}`);
+      if (!skipped(e)) this.report.error(`cannot read directory '${this.#show(src)}': ${this.#explain(e)}`);
       names = [];
     }
     await Promise.all(names.map((n) => this.copy(`${src}/${n}`, `${dest}/${n}`, rel ? `${rel}/${n}` : n)));

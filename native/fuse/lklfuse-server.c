@@ -2602,6 +2602,11 @@ int main(int argc, char **argv)
 
 	/* A reader of our stderr that went away is not a reason to stop. */
 	signal(SIGPIPE, SIG_IGN);
+	/*
+	 * The kernel process is our child: how it ended is ours to collect,
+	 * which an ignored SIGCHLD (inherited) would not let us do.
+	 */
+	signal(SIGCHLD, SIG_DFL);
 	parse(argc, argv);
 	if (o.max_read <= 0 || o.max_read > MAX_IO)
 		o.max_read = MAX_IO;	/* what the scratch buffers hold */

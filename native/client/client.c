@@ -395,6 +395,17 @@ long lkl_um_syscall(struct lkl_um *k, long nr, const long args[6])
 	return ret;
 }
 
+long lkl_um_syscall_as_owner(struct lkl_um *k, uid_t uid, gid_t gid, long nr,
+			     const long args[4])
+{
+	const long call[6] = {
+		args[0], args[1], args[2], args[3],
+		(long)((uint64_t)gid << 32 | uid), nr,
+	};
+
+	return lkl_um_syscall(k, LKL_UM_CALL_AS_OWNER, call);
+}
+
 int lkl_um_reap(struct lkl_um *k, struct lkl_um_completion *out,
 		unsigned int max)
 {

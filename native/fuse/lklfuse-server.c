@@ -991,36 +991,21 @@ static void op_readlink(fuse_req_t req, fuse_ino_t ino)
 }
 
 /*
- * New entries belong to whoever made them, as on any filesystem; in a
- * setgid directory, to the directory's group, which the kernel gave them.
- * File systems that keep no owners (vfat, exfat) refuse: the entry stays
- * as they show it, and its making did not fail.  The chown clears a new
- * file's setuid and setgid bits (@mode, 0 for a symlink): they are set
- * again, setgid only with the caller's own group, as Linux allows it.
+ * New entries belong to whoever made them, as on any filesystem: the kernel
+ * makes them with the caller's uid and gid (in a setgid directory, the
+ * directory's group), in the same call, so no one ever sees them as root's.
+ * The host has checked the caller's permissions, and taken a setgid bit the
+ * caller may not give; file systems that keep no owners (vfat, exfat) show
+ * their own.  Root's own calls need no change of ids.
  */
-static long give_to_caller(fuse_req_t req, fuse_ino_t parent, const char *name,
-			   mode_t mode)
+static long make_as_caller(fuse_req_t req, long nr, long a0, long a1, long a2,
+			   long a3)
 {
 	const struct fuse_ctx *ctx = fuse.req_ctx(req);
-	struct scratch s = scratch();
-	struct stat *dir = s.stat;
-	long gid = ctx->gid, ret;
 
 	if (!ctx->uid && !ctx->gid)
-		return 0;
-	if (!SYS(SYS_newfstatat, fd_of(parent), wpath(s.path[0], ""),
-		 (long)dir, AT_EMPTY_PATH) && (dir->st_mode & S_ISGID))
-		gid = -1;
-	ret = SYS(SYS_fchownat, fd_of(parent), wpath(s.path[0], name),
-		  ctx->uid, gid, AT_SYMLINK_NOFOLLOW);
-	if (ret == -EPERM)
-		return 0;
-	if (gid == -1)
-		mode &= ~S_ISGID;
-	if (!ret && !S_ISDIR(mode) && (mode & (S_ISUID | S_ISGID)))
-		ret = SYS(SYS_fchmodat, fd_of(parent), wpath(s.path[0], name),
-			  mode & 07777);
-	return ret;
+		return SYS(nr, a0, a1, a2, a3);
+	return lkl_um_call_as_owner(k, ctx->uid, ctx->gid, nr, a0, a1, a2, a3);
 }
 
 /*
@@ -1064,11 +1049,8 @@ static void op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 	long ret;
 
 	mode = creation_mode(req, parent, mode);
-	ret = SYS(SYS_mknodat, fd_of(parent), wpath(s.path[0], name), mode,
-		  rdev);
-
-	if (!ret)
-		ret = give_to_caller(req, parent, name, mode);
+	ret = make_as_caller(req, SYS_mknodat, fd_of(parent),
+			     wpath(s.path[0], name), mode, rdev);
 	reply_entry_or_err(req, parent, name, ret);
 }
 
@@ -1079,10 +1061,8 @@ static void op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 	long ret;
 
 	mode = creation_mode(req, parent, mode);
-	ret = SYS(SYS_mkdirat, fd_of(parent), wpath(s.path[0], name), mode);
-
-	if (!ret)
-		ret = give_to_caller(req, parent, name, S_IFDIR | mode);
+	ret = make_as_caller(req, SYS_mkdirat, fd_of(parent),
+			     wpath(s.path[0], name), mode, 0);
 	reply_entry_or_err(req, parent, name, ret);
 }
 
@@ -1090,11 +1070,9 @@ static void op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		       const char *name)
 {
 	struct scratch s = scratch();
-	long ret = SYS(SYS_symlinkat, wpath(s.path[0], link), fd_of(parent),
-		       wpath(s.path[1], name));
+	long ret = make_as_caller(req, SYS_symlinkat, wpath(s.path[0], link),
+				  fd_of(parent), wpath(s.path[1], name), 0);
 
-	if (!ret)
-		ret = give_to_caller(req, parent, name, 0);
 	reply_entry_or_err(req, parent, name, ret);
 }
 
@@ -1333,17 +1311,16 @@ static void op_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	long fd, err;
 
 	mode = creation_mode(req, parent, mode);
-	fd = SYS(SYS_openat, fd_of(parent), wpath(s.path[0], name),
-		 open_flags(fi->flags) | O_CREAT, mode);
+	fd = make_as_caller(req, SYS_openat, fd_of(parent),
+			    wpath(s.path[0], name), open_flags(fi->flags) | O_CREAT,
+			    mode);
 	if (fd >= 0)
 		fd = set_open_file(fi, fd);
 	if (fd < 0) {
 		reply_error(req, (int)-fd);
 		return;
 	}
-	err = give_to_caller(req, parent, name, mode);
-	if (!err)
-		err = lookup(parent, name, &e);
+	err = lookup(parent, name, &e);
 	if (err) {
 		SYS(SYS_close, file_fd(fi));
 		free(file_of(fi));

@@ -125,6 +125,26 @@ long lkl_um_syscall(struct lkl_um *k, long nr, const long args[6]);
 	lkl_um_syscall((k), (nr), (const long[6]){ __VA_ARGS__ })
 
 /**
+ * lkl_um_syscall_as_owner() - a system call whose new files are a user's
+ * @k: the kernel
+ * @uid: the owner of what the call creates
+ * @gid: its group (in a setgid directory, the directory's, as always)
+ * @nr: the system call (x86_64): one that creates, with at most four
+ *	arguments, such as openat, mkdirat, mknodat or symlinkat
+ * @args: its four arguments
+ *
+ * Only ownership changes: the call's permission checks are the kernel
+ * process's own (root's).  Returns what the system call returns; -EINVAL
+ * for a call that changes credentials.
+ */
+long lkl_um_syscall_as_owner(struct lkl_um *k, uid_t uid, gid_t gid, long nr,
+			     const long args[4]);
+
+/** lkl_um_call_as_owner() - lkl_um_syscall_as_owner() with the arguments listed */
+#define lkl_um_call_as_owner(k, uid, gid, nr, ...) \
+	lkl_um_syscall_as_owner((k), (uid), (gid), (nr), (const long[4]){ __VA_ARGS__ })
+
+/**
  * lkl_um_submit() - start a system call without waiting for it
  * @k: the kernel
  * @nr: the system call number (x86_64)

@@ -111,6 +111,86 @@ static void test_mkdir(void)
 	PASS("mkdir");
 }
 
+/* The owner and group of @path, as uid << 32 | gid. */
+static long owner_of(const char *path)
+{
+	char *p = wstr(k, path);
+	struct stat *st = lkl_um_alloc(k, sizeof(*st));
+	long ids;
+
+	OK(lkl_um_call(k, SYS_lstat, (long)p, (long)st));
+	ids = (long)st->st_uid << 32 | st->st_gid;
+	lkl_um_free(k, p);
+	lkl_um_free(k, st);
+	return ids;
+}
+
+#define IDS(uid, gid) ((long)(uid) << 32 | (gid))
+
+static void test_as_owner(void)
+{
+	char *dir = wstr(k, "/owned"), *file = wstr(k, "/owned/file");
+	char *sub = wstr(k, "/owned/dir"), *fifo = wstr(k, "/owned/fifo");
+	char *link = wstr(k, "/owned/link"), *shared = wstr(k, "/owned/shared");
+	char *in_shared = wstr(k, "/owned/shared/file"), *mine = wstr(k, "/owned/root's");
+	long fd;
+
+	/* Root's 0700 directory: the checks stay root's. */
+	OK(lkl_um_call(k, SYS_mkdir, (long)dir, 0700));
+	fd = OK(lkl_um_call_as_owner(k, 1000, 100, SYS_openat, AT_FDCWD,
+				     (long)file, O_CREAT | O_WRONLY, 04755));
+	OK(lkl_um_call(k, SYS_close, fd));
+	OK(lkl_um_call_as_owner(k, 1000, 100, SYS_mkdirat, AT_FDCWD, (long)sub, 0755));
+	OK(lkl_um_call_as_owner(k, 1001, 101, SYS_mknodat, AT_FDCWD, (long)fifo,
+				S_IFIFO | 0644, 0));
+	OK(lkl_um_call_as_owner(k, 1002, 102, SYS_symlinkat, (long)file, AT_FDCWD,
+				(long)link));
+	CHECK(owner_of("/owned/file") == IDS(1000, 100), "file %lx", owner_of("/owned/file"));
+	CHECK(owner_of("/owned/dir") == IDS(1000, 100), "directory");
+	CHECK(owner_of("/owned/fifo") == IDS(1001, 101), "fifo");
+	CHECK(owner_of("/owned/link") == IDS(1002, 102), "symlink");
+
+	/* What the user asked for stays: the setuid bit, which a chown clears. */
+	{
+		struct stat *st = lkl_um_alloc(k, sizeof(*st));
+
+		OK(lkl_um_call(k, SYS_stat, (long)file, (long)st));
+		CHECK((st->st_mode & 07777) == 04755, "mode %o", st->st_mode);
+		lkl_um_free(k, st);
+	}
+
+	/* A setgid directory's group wins. */
+	OK(lkl_um_call(k, SYS_mkdir, (long)shared, 0777));
+	OK(lkl_um_call(k, SYS_chown, (long)shared, 0, 50));
+	OK(lkl_um_call(k, SYS_chmod, (long)shared, 02777));
+	fd = OK(lkl_um_call_as_owner(k, 1000, 100, SYS_openat, AT_FDCWD,
+				     (long)in_shared, O_CREAT | O_WRONLY, 0644));
+	OK(lkl_um_call(k, SYS_close, fd));
+	CHECK(owner_of("/owned/shared/file") == IDS(1000, 50), "setgid directory");
+
+	/* Only that call: the next is root's again. */
+	OK(lkl_um_call(k, SYS_mkdir, (long)mine, 0755));
+	CHECK(owner_of("/owned/root's") == IDS(0, 0), "root's after");
+
+	/* Credentials cannot be changed so; ids that map to nobody are refused. */
+	FAILS(lkl_um_call_as_owner(k, 1000, 100, SYS_setuid, 1000), EINVAL);
+	FAILS(lkl_um_call_as_owner(k, 1000, 100, SYS_setfsuid, 1000), EINVAL);
+	FAILS(lkl_um_call_as_owner(k, (uid_t)-1, 100, SYS_mkdirat, AT_FDCWD,
+				   (long)sub, 0755), EINVAL);
+	FAILS(lkl_um_call_as_owner(k, 1000, 100, SYS_fork), ENOSYS);
+	CHECK(OK(lkl_um_call(k, SYS_geteuid)) == 0, "still root");
+
+	lkl_um_free(k, dir);
+	lkl_um_free(k, file);
+	lkl_um_free(k, sub);
+	lkl_um_free(k, fifo);
+	lkl_um_free(k, link);
+	lkl_um_free(k, shared);
+	lkl_um_free(k, in_shared);
+	lkl_um_free(k, mine);
+	PASS("calls made for a user: their files are the user's");
+}
+
 static double now(void)
 {
 	struct timespec ts;
@@ -278,6 +358,7 @@ int main(void)
 	test_read_write();
 	test_stat();
 	test_mkdir();
+	test_as_owner();
 	test_nanosleep();
 	test_pipe_epoll();
 	test_proc_sysfs();

@@ -57,6 +57,14 @@ enum lkl_um_state {
 #define LKL_UM_DISK_READONLY 1u		/* flags of ADD_DISK */
 
 /*
+ * A call the kernel runs for a user: system call args[5], with args[0] to
+ * args[3] as its arguments, makes what it creates as owned by the uid in
+ * the low 32 bits of args[4] and the gid in the high ones.  Permission
+ * checks stay the caller's (root's).  The kernel's UM_LIB_CALL_AS_OWNER.
+ */
+#define LKL_UM_CALL_AS_OWNER 0x10000
+
+/*
  * An fd for the host part (a disk image) travels on the doorbell socket as
  * a message of its own, this struct with the fd in an SCM_RIGHTS control
  * message, before the call that names it by its token.

@@ -509,6 +509,15 @@ describe('as an ordinary user', () => {
       // A user's setuid program keeps its bit (setgid only with the user's own group).
       expectSuccess(as(`cd ${mnt}/shared && umask 022 && python3 -c "import os; os.close(os.open('suid', os.O_CREAT | os.O_WRONLY, 0o6755))"`));
       expect(fs.statSync(join(mnt, 'shared', 'suid')).mode & 0o7777).toBe(0o4755);
+      // A member of the directory's group may give a file the setgid bit, as on any filesystem.
+      const member = spawnSync(
+        'setpriv',
+        [`--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--groups=100', 'sh', '-c', `umask 022 && python3 -c "import os; os.close(os.open('${mnt}/shared/sgid', os.O_CREAT | os.O_WRONLY, 0o2755))"`],
+        { encoding: 'utf8' },
+      );
+      expectSuccess(member);
+      const sgid = fs.statSync(join(mnt, 'shared', 'sgid'));
+      expect([sgid.uid, sgid.gid, sgid.mode & 0o7777]).toEqual([NOBODY, 100, 0o2755]);
     } finally {
       m.unmount();
     }

@@ -5,6 +5,10 @@
 // must end the same.  Then lklfuse's image must be fsck-clean and hold, read
 // by the host, what the host's own mount holds.
 //
+// With allow_other, each operation is made by one of three users (root and
+// two others sharing a group), switched to for it (seteuid): the host's
+// permission checks, ownership of what each makes, chown and chgrp.
+//
 // A failure names the seed and the operation's index; to replay it:
 //   LKL_UM_DIFF_SEED=<seed> LKL_UM_DIFF_OPS=<index + 1> npx jest packages/lklfuse/__tests__/differential.test.ts -t <type>
 import { spawnSync } from 'node:child_process';
@@ -19,6 +23,8 @@ const lklfuse = join(__dirname, '../bin/lklfuse.js');
 
 /* A constant per filesystem, so that each runs a sequence of its own; LKL_UM_DIFF_SEED overrides them all, to replay a failure. */
 const DEFAULT_SEEDS: Record<string, number> = { ext4: 0xe47, xfs: 0x5f5, btrfs: 0xb7f5 };
+/* Added to a filesystem's seed for a row with options, so that each row has a sequence of its own. */
+const OPTION_SEEDS: Record<string, number> = { '': 0, writeback_cache: 1, allow_other: 2 };
 const SEED_OVERRIDE = integerFromEnv('LKL_UM_DIFF_SEED');
 const OP_COUNT = integerFromEnv('LKL_UM_DIFF_OPS') ?? 5000;
 const HISTORY = 10;
@@ -95,6 +101,28 @@ const DIRECTORIES = ['', ...PATHS];
 const LINK_TARGETS = ['a', 'b', 'c', 'a/b', 'b/a', 'a/a/a', '.', 'b/..', 'missing'];
 /* Directories to start with, so that the first files have somewhere to go; later ops may remove them. */
 const PROLOGUE: Op[] = ['a', 'b', 'c', 'a/a', 'b/b'].map((path) => ({ kind: 'mkdir', path, mode: 0o755 }));
+/* With users: directories anyone may write in, to start with (a mode given to mkdir passes through the umask). */
+const USERS_PROLOGUE: Op[] = [
+  { kind: 'chmod', path: '', mode: 0o777 },
+  ...PROLOGUE.flatMap((mkdir): Op[] => [mkdir, { kind: 'chmod', path: (mkdir as { path: string }).path, mode: 0o777 }]),
+];
+
+/* Who makes an operation, with allow_other: root, and two users who share a group besides their own. */
+interface User {
+  name: string;
+  uid: number;
+  gid: number;
+  groups: number[];
+}
+const ROOT: User = { name: 'root', uid: 0, gid: 0, groups: [] };
+const USERS: User[] = [
+  ROOT,
+  { name: 'alice', uid: 1000, gid: 1000, groups: [1000, 2000] },
+  { name: 'bob', uid: 1001, gid: 1001, groups: [1001, 2000] },
+];
+/* What chown may be asked for: -1 keeps. */
+const OWNERS = [-1, 0, 1000, 1001];
+const GROUPS = [-1, 0, 1000, 1001, 2000];
 const XATTR_NAMES = ['user.one', 'user.two', 'user.three'];
 const SLOTS = 3; // open files held across operations
 
@@ -124,6 +152,7 @@ type Op =
   | { kind: 'symlink'; target: string; path: string }
   | { kind: 'copyFile'; from: string; to: string; exclusive: boolean; clone: boolean }
   | { kind: 'chmod'; path: string; mode: number }
+  | { kind: 'chown'; path: string; follow: boolean; uid: number; gid: number }
   | { kind: 'utimes'; path: string; follow: boolean; atime: number; mtime: number }
   | { kind: 'setxattr'; path: string; follow: boolean; name: string; length: number; fill: number }
   | { kind: 'getxattr'; path: string; follow: boolean; name: string }
@@ -140,7 +169,8 @@ const WEIGHTS: [Kind, number][] = [
   ['chmod', 3], ['utimes', 4], ['setxattr', 3], ['getxattr', 2], ['listxattr', 1],
   ['removexattr', 1], ['fallocate', 1],
 ];
-const WEIGHT_SUM = WEIGHTS.reduce((sum, [, w]) => sum + w, 0);
+/* With users, chown too: root's alone would be as dull as any other chmod. */
+const USERS_WEIGHTS: [Kind, number][] = [...WEIGHTS, ['chown', 4]];
 
 /* Mostly near the start of a file; some far, leaving holes; none past 64 MiB, which every filesystem here allows. */
 function randomOffset(rand: Random): number {
@@ -154,9 +184,16 @@ function randomLength(rand: Random): number {
   return rand.chance(0.85) ? 1 + rand.below(8 * KiB) : 1 + rand.below(300 * KiB);
 }
 
-/* Every permission bit but sticky: under FUSE a chown that clears setuid clears sticky too, a known difference that is not lklfuse's. */
+/*
+ * Every permission bit but sticky, and setgid only with group execute: two
+ * known differences that are not lklfuse's but the host's FUSE's.  Under
+ * FUSE a chown that clears setuid clears sticky too; and a write by a user
+ * outside the file's group clears setgid only where the group may execute
+ * (as Linux did before 6.2; a local filesystem now clears it always).
+ */
 function randomMode(rand: Random): number {
-  return rand.below(0o10000) & ~0o1000;
+  const mode = rand.below(0o10000) & ~0o1000;
+  return mode & 0o2000 ? mode | 0o010 : mode;
 }
 
 /* Whole seconds, before 2038: what every filesystem here keeps exactly, whatever its inode size. */
@@ -164,10 +201,10 @@ function randomTime(rand: Random): number {
   return 1_000_000_000 + rand.below(1_100_000_000);
 }
 
-function randomOp(rand: Random): Op {
-  let roll = rand.below(WEIGHT_SUM * 2) / 2;
-  let kind: Kind = WEIGHTS[0]![0];
-  for (const [k, w] of WEIGHTS) {
+function randomOp(rand: Random, weights: [Kind, number][]): Op {
+  let roll = rand.below(weights.reduce((sum, [, w]) => sum + w, 0) * 2) / 2;
+  let kind: Kind = weights[0]![0];
+  for (const [k, w] of weights) {
     if (roll < w) {
       kind = k;
       break;
@@ -221,6 +258,8 @@ function randomOp(rand: Random): Op {
       return { kind, from: path(), to: path(), exclusive: rand.chance(0.3), clone: rand.chance(0.3) };
     case 'chmod':
       return { kind, path: path(), mode: randomMode(rand) };
+    case 'chown':
+      return { kind, path: path(), follow: rand.chance(0.8), uid: rand.pick(OWNERS), gid: rand.pick(GROUPS) };
     case 'utimes':
       return { kind, path: path(), follow: rand.chance(0.8), atime: randomTime(rand), mtime: randomTime(rand) };
     case 'setxattr':
@@ -366,6 +405,8 @@ function perform(side: Side, op: Op, mtimeSet: number | undefined): unknown {
     }
     case 'chmod':
       return fs.chmodSync(at(op.path), op.mode);
+    case 'chown':
+      return op.follow ? fs.chownSync(at(op.path), op.uid, op.gid) : fs.lchownSync(at(op.path), op.uid, op.gid);
     case 'utimes': {
       // What the mount says afterwards, too: FUSE answers a setattr with the new attributes.
       if (op.follow) fs.utimesSync(at(op.path), op.atime, op.mtime);
@@ -383,6 +424,27 @@ function perform(side: Side, op: Op, mtimeSet: number | undefined): unknown {
       return spawned(side, 'setfattr', ['-x', op.name, ...(op.follow ? [] : ['-h']), at(op.path)]);
     case 'fallocate':
       return spawned(side, 'fallocate', [...(op.mode ? [op.mode] : []), '-o', String(op.offset), '-l', String(op.length), at(op.path)]);
+  }
+}
+
+/*
+ * Runs `fn` as `user`: the effective ids and the groups, which is what the
+ * host checks and what FUSE passes on; root stays the real and saved user,
+ * so that root can come back.  Only synchronous calls are made meanwhile.
+ */
+const ids = process as Required<Pick<NodeJS.Process, 'getgroups' | 'setgroups' | 'setegid' | 'seteuid'>>; // POSIX has them
+const rootGroups = ids.getgroups();
+function asUser<T>(user: User, fn: () => T): T {
+  if (user === ROOT) return fn();
+  ids.setgroups(user.groups);
+  ids.setegid(user.gid);
+  ids.seteuid(user.uid);
+  try {
+    return fn();
+  } finally {
+    ids.seteuid(0);
+    ids.setegid(0);
+    ids.setgroups(rootGroups);
   }
 }
 
@@ -459,9 +521,13 @@ describe.each([
   ['xfs', ''],
   ['btrfs', ''],
   ['ext4', 'writeback_cache'],
+  ['ext4', 'allow_other'],
+  ['xfs', 'allow_other'],
 ])('%s %s', (type, options) => {
   const name = options ? `${type}-${options}` : type; // of its files, and in messages
-  const seed = SEED_OVERRIDE ?? DEFAULT_SEEDS[type]! + (options ? 1 : 0);
+  const seed = SEED_OVERRIDE ?? DEFAULT_SEEDS[type]! + OPTION_SEEDS[options]!;
+  const users = options === 'allow_other';
+  const prologue = users ? USERS_PROLOGUE : PROLOGUE;
   let imageA: string; // served by lklfuse
   let imageB: string; // loop-mounted by the host
   let lkl: Side;
@@ -514,20 +580,22 @@ describe.each([
         history.push(`${index}: (every file closed on both sides; lklfuse unmounted and mounted again)`);
       }
 
-      const op = PROLOGUE[index] ?? randomOp(rand);
+      const op = prologue[index] ?? randomOp(rand, users ? USERS_WEIGHTS : WEIGHTS);
+      const user = index < prologue.length || !users ? ROOT : rand.pick(USERS);
       let inode: bigint | undefined;
       if (op.kind === 'stat') inode = hostInode(op.path, op.follow);
       const fd = op.kind === 'fstat' ? hostSide.fds[op.slot] : undefined;
       if (fd !== undefined) inode = fs.fstatSync(fd, { bigint: true }).ino;
       const mtimeSet = inode === undefined ? undefined : mtimesSet.get(inode);
 
-      const onLklfuse = outcome(lkl, op, mtimeSet);
-      const onHost = outcome(hostSide, op, mtimeSet);
+      const onLklfuse = asUser(user, () => outcome(lkl, op, mtimeSet));
+      const onHost = asUser(user, () => outcome(hostSide, op, mtimeSet));
+      const made = `${describeOp(op)}${user === ROOT ? '' : ` (as ${user.name})`}`;
       if (onLklfuse !== onHost) {
         throw new Error(
           [
             `${name}: lklfuse and the host kernel differ at op ${index} (seed ${seed}; replay with LKL_UM_DIFF_SEED=${seed} LKL_UM_DIFF_OPS=${index + 1} npx jest -t ${type} ...)`,
-            `  op:        ${describeOp(op)}`,
+            `  op:        ${made}`,
             `  lklfuse:   ${onLklfuse}`,
             `  host:      ${onHost}`,
             `  the ${history.length} ops before, with their (common) outcomes:`,
@@ -535,7 +603,7 @@ describe.each([
           ].join('\n'),
         );
       }
-      history.push(`${index}: ${describeOp(op)} -> ${onHost}`);
+      history.push(`${index}: ${made} -> ${onHost}`);
       if (history.length > HISTORY) history.shift();
 
       if (op.kind === 'utimes' && onHost.startsWith('ok')) mtimesSet.set(hostInode(op.path, op.follow)!, op.mtime);

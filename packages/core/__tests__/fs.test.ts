@@ -258,6 +258,22 @@ describe('status', () => {
     expect(st.rdev).toBe((1 << 8) | 3);
   });
 
+  test('a read of a FIFO gives what it holds, as node:fs does, without waiting for more', async () => {
+    await fs().mknod('/t/fifo-read', C.S_IFIFO | 0o644);
+    const h = await fs().open('/t/fifo-read', 'r+'); // reader and writer at once: the open does not wait
+    try {
+      await h.write('abc');
+      const read = h.read(Buffer.alloc(100), 0, 100);
+      const hung = new Promise<string>((r) => setTimeout(() => r('still waiting'), 5000).unref());
+      const first = await Promise.race([read, hung]);
+      expect(first).not.toBe('still waiting');
+      const { bytesRead, buffer } = await read;
+      expect(buffer.subarray(0, bytesRead).toString()).toBe('abc');
+    } finally {
+      await h.close();
+    }
+  });
+
   test('statfs', async () => {
     const s = await fs().statfs('/t');
     expect(s.type).toBe(0x01021994); // TMPFS_MAGIC

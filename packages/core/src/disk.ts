@@ -112,7 +112,8 @@ export class Disk {
   async remove(): Promise<void> {
     if (this.#removed) return;
     for (const m of await this.kernel.mounts()) {
-      if (m.source === this.path || m.source.startsWith(this.path)) {
+      // The disk, or one of its partitions (vda1; vdaa is another disk).
+      if (m.source === this.path || /^p?\d+$/.test(m.source.slice(this.path.length)) && m.source.startsWith(this.path)) {
         throw new KernelError(EBUSY, 'remove', `${this.image}: mounted at ${m.target}`);
       }
     }
@@ -548,11 +549,6 @@ export function isFstabOnly(word: string): boolean {
   return FSTAB_ONLY.has(word) || word.startsWith('x-') || word.startsWith('comment=');
 }
 
-/**
- * Splits mount -o text as mount(8) does: the mount's own flags (noatime,
- * nodev, ro, ...) into MS_* bits; the rest, the filesystem's options
- * (errors=remount-ro, discard, ...), into the text the filesystem is given.
- */
 /* Types whose files carry no modes: their drivers take the mounting process's umask, and the kernel's is 0. */
 const UMASKED = new Set(['vfat', 'msdos', 'exfat', 'ntfs3']);
 
@@ -567,6 +563,11 @@ export function withCallerUmask(type: string, data: string | undefined): string 
   return data ? `${data},${umask}` : umask;
 }
 
+/**
+ * Splits mount -o text as mount(8) does: the mount's own flags (noatime,
+ * nodev, ro, ...) into MS_* bits; the rest, the filesystem's options
+ * (errors=remount-ro, discard, ...), into the text the filesystem is given.
+ */
 export function splitMountOptions(options: string | undefined): { flags: number; data: string | undefined } {
   let flags = 0;
   const data: string[] = [];

@@ -794,7 +794,8 @@ export class FileHandle {
   /**
    * Reads into target[0, length) from position, in chunks with several in
    * flight.  A null position reads from (and moves) the file position.
-   * Returns the number of bytes read: less than length only at the end.
+   * Returns the number of bytes read: less than length only at the end of
+   * a file; from a pipe or a device, what one read(2) gives.
    */
   readInto(target: Uint8Array, position: number | null): Promise<number> {
     this.accepting('read');
@@ -820,17 +821,13 @@ export class FileHandle {
     });
   }
 
-  private async readSequential(target: Uint8Array): Promise<number> {
-    let done = 0;
-    await this.kernel.withBuffer(Math.min(CHUNK, Math.max(target.length, 1)), async (buf) => {
-      while (done < target.length) {
-        const n = await this.checked('read', NR.read, buf.address, Math.min(buf.size, target.length - done));
-        if (n === 0) break;
-        target.set(buf.bytes.subarray(0, n), done);
-        done += n;
-      }
+  /* One read(2), as node:fs makes it: a pipe gives what it holds, not what was asked for. */
+  private readSequential(target: Uint8Array): Promise<number> {
+    return this.kernel.withBuffer(Math.min(CHUNK, Math.max(target.length, 1)), async (buf) => {
+      const n = await this.checked('read', NR.read, buf.address, Math.min(buf.size, target.length));
+      target.set(buf.bytes.subarray(0, n));
+      return n;
     });
-    return done;
   }
 
   /** Writes data at position (null: the file position, or the end in append mode). */

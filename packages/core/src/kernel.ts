@@ -259,7 +259,7 @@ export class Kernel {
 
   /** Passes a host fd to the kernel process, for a host call; returns its token. */
   sendFd(fd: number): number {
-    return this.#alive().sendFd(fd);
+    return this.#alive('sendFd').sendFd(fd);
   }
 
   /**
@@ -292,7 +292,7 @@ export class Kernel {
   #windowWaiters: (() => void)[] = [];
 
   #tryAlloc(size: number, onFree?: () => void): WindowBuffer | undefined {
-    const native = this.#alive();
+    const native = this.#alive('alloc');
     const offset = native.alloc(Math.max(size, 1));
     if (offset < 0) return undefined;
     const block = windowBlock(size);
@@ -429,8 +429,8 @@ export class Kernel {
     return this.#shutdown;
   }
 
-  #alive(): NativeKernel {
-    if (!this.#native) throw new KernelError(ESHUTDOWN, 'kernel', 'the kernel has shut down');
+  #alive(syscall: string): NativeKernel {
+    if (!this.#native) throw new KernelError(ESHUTDOWN, syscall);
     return this.#native;
   }
 }

@@ -387,6 +387,40 @@ describe('many at once, interruptions, links and odd paths', () => {
     fs.rmSync(out, { recursive: true });
   });
 
+  test('from a library, a umask on either side takes nothing from the modes kept', async () => {
+    const src = join(work, 'modes-src');
+    fs.rmSync(src, { recursive: true, force: true });
+    fs.mkdirSync(join(src, 'open'), { recursive: true });
+    fs.writeFileSync(join(src, 'open/shared'), 'everyone writes');
+    fs.chmodSync(join(src, 'open/shared'), 0o666);
+    fs.chmodSync(join(src, 'open'), 0o777);
+    const image = join(work, 'modes.img');
+    fs.rmSync(image, { force: true });
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, 32 << 20);
+    run('mkfs.ext4', ['-q', '-F', image]);
+    const out = join(work, 'modes.out');
+    fs.rmSync(out, { recursive: true, force: true });
+    const report = new Reporter('cptofs', { quiet: true });
+    const options = { preserve: parseNoPreserve(undefined), exclude: new Excluder([]) };
+    const hostUmask = process.umask(0o027);
+    const k = await Kernel.boot();
+    try {
+      await k.sys.umask(0o022);
+      const root = await k.mount(await k.addDisk(image));
+      await new TreeCopier(hostSide, kernelSide(k), options, report).copy(asBytes(join(src, 'open')), asBytes(`${root}/open`), '');
+      expect((await k.fs.stat(`${root}/open`)).mode & 0o7777).toBe(0o777);
+      expect((await k.fs.stat(`${root}/open/shared`)).mode & 0o7777).toBe(0o666);
+      await new TreeCopier(kernelSide(k), hostSide, options, report).copy(asBytes(`${root}/open`), asBytes(out), '');
+    } finally {
+      await k.shutdown();
+      process.umask(hostUmask);
+    }
+    expect(report.errors).toBe(0);
+    expect(fs.statSync(out).mode & 0o7777).toBe(0o777);
+    expect(fs.statSync(join(out, 'shared')).mode & 0o7777).toBe(0o666);
+  });
+
   test('SIGINT in the middle, told twice at once: exit 130 after the image is unmounted clean', async () => {
     const src = join(work, 'long');
     fs.mkdirSync(src, { recursive: true });

@@ -58,6 +58,8 @@ export interface Side {
   readonly name: string;
   /** Who owns what we create here, and whether we may write to files without write permission. */
   readonly creator: { uid: number; gid: number; root: boolean };
+  /** The bits the side's umask takes from the modes of what it creates, now. */
+  umask(): Promise<number>;
   /** Reads a small file whole, in one go. */
   readSmall(path: string): Promise<Buffer>;
   /** Creates a small file with its mode and data, in one go; or, `existing`, truncates the file there and writes it. */
@@ -97,6 +99,12 @@ interface BigStat {
   blocks: bigint;
 }
 
+/* The umask in a /proc/<pid>/status; 0 where it is not there (Linux before 4.7). */
+function umaskOf(status: string): number {
+  const umask = /^Umask:\s*([0-7]+)$/m.exec(status);
+  return umask ? parseInt(umask[1]!, 8) : 0;
+}
+
 function toStatus(st: BigStat): Status {
   return {
     mode: Number(st.mode),
@@ -129,6 +137,7 @@ export const shown = (s: string) => Buffer.from(s, 'latin1').toString('utf8');
 export const hostSide: Side = {
   name: 'the host',
   creator: { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, root: process.getuid?.() === 0 },
+  umask: async () => umaskOf(await hostfs.readFile('/proc/self/status', 'utf8')),
   // Small files: a synchronous read costs less than a trip to the thread pool.
   readSmall: async (path) => {
     const fd = openSync(bytes(path), hostConstants.O_RDONLY | hostConstants.O_NOFOLLOW);
@@ -181,6 +190,7 @@ export function kernelSide(k: Kernel): Side {
   return {
     name: 'the image',
     creator: { uid: 0, gid: 0, root: true },
+    umask: async () => umaskOf(await k.fs.readFile('/proc/self/status', 'utf8').catch(() => '')),
     readSmall: (path) => k.fs.readFile(bytes(path), { flag: C.O_RDONLY | C.O_NOFOLLOW }),
     writeSmall: (path, mode, data, existing) => k.fs.writeFile(bytes(path), data, { flag: existing ? OVERWRITE : 'wx', mode }),
     lstat: async (path) => toStatus(await k.fs.lstat(bytes(path), { bigint: true })),
@@ -283,6 +293,8 @@ export class TreeCopier {
   /* Per destination directory, creations whose outcome is not known yet. */
   readonly #creating = new Map<string, Set<Promise<void>>>();
   readonly #limit: Limit;
+  /* The destination's umask, looked at once: what is created through it may need a chmod. */
+  #umask?: Promise<number>;
 
   constructor(
     private readonly from: Side,
@@ -600,10 +612,12 @@ export class TreeCopier {
       }
     }
     // What we created with the right mode needs no chmod, unless a chown
-    // cleared its setuid and setgid bits.  A file written over takes the
+    // cleared its setuid and setgid bits, or the umask took some (a library
+    // caller's: the commands clear it).  A file written over takes the
     // source's mode, or keeps its own without preserve.mode (as cp).
+    const umask = await (this.#umask ??= this.to.umask());
     const settled = fresh
-      ? mode === this.#createMode(st, mode) && !(chowned && mode & 0o6000)
+      ? mode === this.#createMode(st, mode) && !(chowned && mode & 0o6000) && !(mode & umask)
       : !preserve.mode;
     if (!link && !settled) {
       await this.to.chmod(dest, mode).catch((e) => this.#lost(e, 'modes', 'modes', src));

@@ -44,6 +44,8 @@ Mount options (-o):
   writeback_cache      the host kernel batches writes (a full disk then shows
                        at close or fsync, not at each write; SEEK_DATA and
                        SEEK_HOLE find no holes)
+  max_read=N           the largest read the host asks for, in bytes (4096 to
+                       1048576, the default)
   nosuid, nodev, noexec, sync, dirsync, fsname=, ...
                        FUSE's options and the host mount's flags, to FUSE
                        (dev and suid: for root only)

@@ -226,7 +226,6 @@ function mountPointPath(path: string): string {
   }
 }
 
-/* Whether process `pid` has exited: gone, or a zombie nobody reaped (a container's PID 1 may not). */
 /* The fields of /proc/PID/stat after the name: [state, ppid, ...]; undefined when it is gone. */
 function statFields(pid: number | string): string[] | undefined {
   try {
@@ -236,6 +235,7 @@ function statFields(pid: number | string): string[] | undefined {
   }
 }
 
+/* Whether process `pid` has exited: gone, or a zombie nobody reaped (a container's PID 1 may not). */
 function exited(pid: number): boolean {
   return (statFields(pid)?.[0] ?? 'Z') === 'Z';
 }
@@ -261,8 +261,9 @@ function kernelAlive(server: number): boolean {
  * for at most `timeoutMs`: fusermount3 -u returns before that, so that the
  * image read at once may still lack what was written (guestunmount waits
  * for guestmount likewise).  Resolves 'synced' once the server has exited,
- * 'timeout', or 'unseen' when this user cannot see the server (another
- * user's, with /proc's hidepid): unmounted, but not waited for.
+ * 'kernel-died' when its kernel had died before (what was written since is
+ * lost), 'timeout', or 'unseen' when this user cannot see the server
+ * (another user's, with /proc's hidepid): unmounted, but not waited for.
  */
 export async function unmountAndWait(
   mountpoint: string,

@@ -105,7 +105,7 @@ test('iso9660: a directory of 10 000 entries through a 1 MiB window, each looked
   fs.mkdirSync(join(src, 'many'), { recursive: true });
   for (let i = 0; i < 10000; i++) fs.writeFileSync(join(src, 'many', `entry-${i}`), '');
   const image = join(work, 'iso-many.iso');
-  run('genisoimage', ['-quiet', '-R', '-o', image, src]);
+  run('xorriso', ['-as', 'mkisofs', '-quiet', '-R', '-o', image, src]);
   const k = await Kernel.boot({ heapSize: 1 << 20 });
   const report = new Reporter('fs2tar', { quiet: true });
   let archived = 0;

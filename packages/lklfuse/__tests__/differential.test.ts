@@ -327,6 +327,8 @@ function openFlags(names: string[]): number {
 /* A program's outcome, its messages naming the mount point alike on both sides. */
 function spawned(side: Side, cmd: string, args: string[]) {
   const r = spawnSync('timeout', ['30', cmd, ...args], { encoding: 'utf8' });
+  // Not there, or hung: the same on both sides, and nothing compared.
+  if (r.error || r.status === 124 || r.status === 127) throw new Error(`${cmd}: ${r.error?.message ?? r.stderr}`);
   return { status: r.status, stderr: r.stderr.split(side.root).join('<mnt>') };
 }
 

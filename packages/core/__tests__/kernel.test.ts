@@ -179,6 +179,17 @@ describe('kernels coming and going', () => {
     await b.shutdown();
   });
 
+  test('an operation of several calls still going at shutdown() fails at its next call', async () => {
+    // However fast the kernel is, the writes after the open come too late.
+    for (const size of [1, 1, 1, 8 << 20, 8 << 20, 8 << 20]) {
+      const k = await Kernel.boot();
+      const writing = k.fs.writeFile('/big', Buffer.alloc(size));
+      const down = k.shutdown();
+      await expect(writing).rejects.toMatchObject({ code: 'ESHUTDOWN' });
+      await down;
+    }
+  });
+
   test('a killed kernel process rejects every pending and later call', async () => {
     const k = await Kernel.boot();
     const fds = k.alloc(8);

@@ -267,7 +267,9 @@ export class Kernel {
    * failure (see sys for the throwing form).
    */
   call(nr: number, ...args: Arg[]): Promise<number> {
-    if (!this.#native) return Promise.resolve(-ESHUTDOWN);
+    // Once shutdown() is called no call starts: what is in flight ends, and
+    // the next step of a multi-call operation fails however fast it came.
+    if (!this.#native || this.#shutdown) return Promise.resolve(-ESHUTDOWN);
     const calls = this.#calls;
     return new Promise<number>((resolve) => {
       const tag = calls.nextTag++;
@@ -408,9 +410,10 @@ export class Kernel {
 
   /**
    * Shuts the kernel down: it syncs, unmounts every filesystem and powers
-   * off.  Waits for the system calls in flight first; an fs operation
-   * made of several (writeFile: open, writes, close) that is still going
-   * fails with ESHUTDOWN at its next call: await it before shutting down.
+   * off.  Waits for the system calls in flight first; no call starts
+   * after this one, so an fs operation made of several (writeFile: open,
+   * writes, close) that is still going fails with ESHUTDOWN at its next
+   * call: await it before shutting down.
    * Rejects when the power-off was not clean, with the console's last lines.
    */
   shutdown(timeoutMs = 60000): Promise<void> {
@@ -430,7 +433,7 @@ export class Kernel {
   }
 
   #alive(syscall: string): NativeKernel {
-    if (!this.#native) throw new KernelError(ESHUTDOWN, syscall);
+    if (!this.#native || this.#shutdown) throw new KernelError(ESHUTDOWN, syscall);
     return this.#native;
   }
 }

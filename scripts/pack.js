@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // npm run pack [-- OUTDIR]: the npm tarballs of every package, to publish or
-// to install offline (default OUTDIR: build/npm).  The platform package
+// to install from files (default OUTDIR: build/npm).  The platform package
 // @lkl-um/linux-x64-gnu gets this build's native parts first, stripped of
 // their debug information.
 const { execFileSync } = require('node:child_process');

@@ -1,6 +1,11 @@
 // The npm tarballs, as a user gets them: made by scripts/pack.js, installed
-// into an empty folder with no network, and run there on a real image, with
-// the native parts from @lkl-um/linux-x64-gnu and nothing of this checkout.
+// into an empty folder, and run there on a real image, with the native parts
+// from @lkl-um/linux-x64-gnu and nothing of this checkout.  No @lkl-um
+// package is on the registry, so all of ours come from the tarballs; the
+// third-party dependencies (ora, commander, tar-stream) come from npm's
+// cache, or from the registry when the cache lacks their full packuments
+// (which npm 11 wants here, and an `npm install` from the lockfile does not
+// keep): --prefer-offline, not --offline.
 import { execFileSync, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { join } from 'node:path';
@@ -29,7 +34,7 @@ beforeAll(() => {
   app = join(work, 'app');
   fs.mkdirSync(app);
   const all = fs.readdirSync(tarballs).map((f) => join(tarballs, f));
-  inApp(app, 'npm', ['install', '--offline', '--no-audit', '--no-fund', ...all]);
+  inApp(app, 'npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', ...all]);
 });
 
 afterAll(() => fs.rmSync(work, { recursive: true, force: true }));
@@ -44,7 +49,7 @@ test('the tarballs hold what each package needs, and no tests or sources', () =>
   for (const f of [...core, ...list('lkl-um-cptofs-0.1.0.tgz')]) expect(f).not.toMatch(/__tests__|\.test\./);
 });
 
-test('installed offline, the native parts come from @lkl-um/linux-x64-gnu', () => {
+test('installed, the native parts come from @lkl-um/linux-x64-gnu', () => {
   const where = inApp(app, process.execPath, ['-e', "console.log(JSON.stringify(require('@lkl-um/core').locate()))"]);
   const { kernel, addon } = JSON.parse(where) as { kernel: string; addon: string };
   expect(kernel).toBe(join(app, 'node_modules/@lkl-um/linux-x64-gnu/bin/lkl-um-kernel'));
@@ -77,11 +82,11 @@ test('cptofs, cpfromfs and fs2tar from the installed folder, on a real image', (
   expect(run('tar', ['-tf', archive]).split('\n')).toEqual(expect.arrayContaining(['./etc/hostname', './etc/name']));
 });
 
-test('npx one-shot from the tarballs, in an empty folder, offline', () => {
+test('npx one-shot from the tarballs, in an empty folder', () => {
   const empty = join(work, 'empty');
   fs.mkdirSync(empty);
   const p = (name: string) => ['-p', join(tarballs, `lkl-um-${name}-0.1.0.tgz`)];
-  const help = inApp(empty, 'npx', ['--offline', '--yes', ...p('cptofs'), ...p('core'), ...p('linux-x64-gnu'), 'cptofs', '--help']);
+  const help = inApp(empty, 'npx', ['--prefer-offline', '--yes', ...p('cptofs'), ...p('core'), ...p('linux-x64-gnu'), 'cptofs', '--help']);
   expect(help).toMatch(/Examples:/);
   expect(fs.readdirSync(empty)).toEqual([]);
 });

@@ -264,7 +264,7 @@ describe('status', () => {
     try {
       await h.write('abc');
       const read = h.read(Buffer.alloc(100), 0, 100);
-      const hung = new Promise<string>((r) => setTimeout(() => r('still waiting'), 5000).unref());
+      const hung = new Promise<string>((r) => setTimeout(() => r('still waiting'), 30_000).unref());
       const first = await Promise.race([read, hung]);
       expect(first).not.toBe('still waiting');
       const { bytesRead, buffer } = await read;
@@ -578,7 +578,7 @@ describe('many calls at once', () => {
       }
       const started = Date.now();
       await expect(small.fs.stat('/')).rejects.toMatchObject({ code: 'ENOMEM' });
-      expect(Date.now() - started).toBeLessThan(2000);
+      expect(Date.now() - started).toBeLessThan(10_000); // not a wait for a free that never comes
       held.pop()!.free();
       expect((await small.fs.stat('/')).isDirectory()).toBe(true);
       for (const buf of held) buf.free();

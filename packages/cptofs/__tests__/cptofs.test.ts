@@ -429,7 +429,7 @@ describe('many at once, interruptions, links and odd paths', () => {
     const image = freshImage('interrupted.img', 1 << 30);
     // Twice, 20 ms apart, as timeout(1) does (the child, then its group):
     // one interruption, not an exit before the unmount.
-    const { status, stderr } = await runInterrupted(process.execPath, [bin('cptofs'), '-i', image, src, '/'], 600, 2);
+    const { status, stderr } = await runInterrupted(process.execPath, [bin('cptofs'), '-i', image, src, '/'], 300, 2);
     const [first, ...rest] = stderr.trimEnd().split('\n');
     expect(first).toBe('cptofs: interrupted: syncing and unmounting what was copied');
     expect(status).toBe(130);

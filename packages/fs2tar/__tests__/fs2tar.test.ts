@@ -437,7 +437,7 @@ os.write(f, b'deep\\n')`,
     // The handler is there from before the kernel boots: during the boot
     // or the export, the signal stops it the same way.
     // Twice at once, as timeout(1) signals: one interruption.
-    const { status, stderr } = await runInterrupted(process.execPath, [fs2tar, big, archive], 400, 2);
+    const { status, stderr } = await runInterrupted(process.execPath, [fs2tar, big, archive], 100, 2);
     expect(stderr).toBe('');
     expect(status).toBe(130);
     expect(fs.readdirSync(work).filter((n) => n.includes('int.tar'))).toEqual([]);

@@ -37,8 +37,21 @@ function cli(args: string[], opts: { as?: number } = {}) {
 const mounted = (dir: string) => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').some((l) => l.split(' ')[1] === dir);
 
 /* Waits, with flock(1), until the lock= file is free: the kernel process has exited. */
-function waitUnlocked(lock: string, seconds = 30): void {
+function waitUnlocked(lock: string, seconds = 60): void {
   run('flock', ['-w', String(seconds), lock, 'true']);
+}
+
+/* Polls until `done()` holds, for at most a minute (a slow machine's); false if it never did. */
+function waitFor(done: () => boolean): boolean {
+  for (const deadline = Date.now() + 60_000; !done(); spawnSync('sleep', ['0.05'])) {
+    if (Date.now() > deadline) return false;
+  }
+  return true;
+}
+
+/* Waits until no lklfuse server whose command line matches `pattern` runs; fails if one stays. */
+function waitServerGone(pattern: string): void {
+  expect(waitFor(() => spawnSync('pgrep', ['-f', `lklfuse-server.*${pattern}`]).status !== 0)).toBe(true);
 }
 
 /* Mounts with a lock file, so that unmount() can wait for the image to be closed. */
@@ -389,15 +402,18 @@ m = mmap.mmap(fd, 8192); m[100:105] = b'BBBBB'; m.flush(); m.close(); os.close(f
     expect(back.subarray(100, 105).toString()).toBe('BBBBB');
   });
 
-  test('flock and POSIX locks between programs', () => {
+  test('flock and POSIX locks between programs', async () => {
     const f = join(mnt, 'locked');
     fs.writeFileSync(f, '');
-    // One program holds the lock; another is refused, then gets it once it is let go.
-    const holder = spawn('flock', ['-x', f, 'sleep', '3'], { stdio: 'ignore' });
-    spawnSync('sleep', ['0.5']);
+    // One program holds the lock (it says so, then waits for its stdin to
+    // close); another is refused, then gets it once it is let go.
+    const holder = spawn('flock', ['-x', f, 'sh', '-c', 'echo held; read x'], { stdio: ['pipe', 'pipe', 'ignore'] });
+    await new Promise((held) => holder.stdout.once('data', held));
     expect(spawnSync('flock', ['-n', f, 'true']).status).toBe(1);
-    expectSuccess(spawnSync('flock', ['-w', '10', f, 'true']));
-    holder.kill();
+    const waiter = spawn('flock', ['-w', '60', f, 'true'], { stdio: 'ignore' });
+    const waited = new Promise((exited) => waiter.on('exit', exited));
+    holder.stdin.end();
+    expect(await waited).toBe(0);
 
     const posix = `import fcntl,sys,time
 f = open(sys.argv[1], 'r+')
@@ -406,7 +422,7 @@ try:
 except OSError:
     print('refused'); sys.exit(0)
 print('held', flush=True); time.sleep(float(sys.argv[2]))`;
-    const posixHolder = spawn('python3', ['-c', posix, f, '3'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    const posixHolder = spawn('python3', ['-c', posix, f, '60'], { stdio: ['ignore', 'pipe', 'ignore'] });
     return new Promise<void>((done) =>
       posixHolder.stdout.once('data', () => {
         expect(run('python3', ['-c', posix, f, '0']).trim()).toBe('refused');
@@ -851,7 +867,7 @@ describe('starting and stopping', () => {
     const file = join(work, 'two-parts-file');
     fs.writeFileSync(file, 'into partition 1');
     const cptofs = (part: string) =>
-      spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '-P', part, file, '/'], { encoding: 'utf8', timeout: 5000 });
+      spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '-P', part, file, '/'], { encoding: 'utf8', timeout: 60_000 });
     try {
       fs.writeFileSync(join(mnt, 'f'), 'into partition 2');
       const one = cptofs('1');
@@ -873,7 +889,7 @@ describe('starting and stopping', () => {
       run('fusermount3', ['-u', mnt]);
       waitUnlocked(lock);
     }
-    for (let i = 0; i < 100 && spawnSync('pgrep', ['-f', `lklfuse-server.*two-parts`]).status === 0; i++) spawnSync('sleep', ['0.1']);
+    waitServerGone('two-parts');
     const out = join(work, 'two-parts-out');
     fs.mkdirSync(out, { recursive: true });
     for (const [part, name, text] of [['1', 'two-parts-file', 'into partition 1'], ['2', 'f', 'into partition 2']]) {
@@ -898,7 +914,7 @@ describe('starting and stopping', () => {
     try {
       expect(cli(['-o', `lock=${lock}`, image, mnt]).stderr).toBe('');
       try {
-        const cptofs = spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', loop, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 10000 });
+        const cptofs = spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', loop, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 60_000 });
         expect(cptofs.status).toBe(2);
         expect(cptofs.stderr).toContain(`${loop} (a loop device of ${image}): mounted by lklfuse on ${mnt} (EBUSY)`);
       } finally {
@@ -908,7 +924,7 @@ describe('starting and stopping', () => {
       // lklfuse on the device: the file is locked too, while it serves.
       expect(cli(['-o', `lock=${lock}`, loop, mnt]).stderr).toBe('');
       try {
-        const cptofs = spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 10000 });
+        const cptofs = spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 60_000 });
         expect(cptofs.status).toBe(2);
         expect(cptofs.stderr).toContain(`${image}: mounted by lklfuse on ${mnt} (EBUSY)`);
       } finally {
@@ -936,7 +952,7 @@ describe('starting and stopping', () => {
       try {
         fs.writeFileSync(join(mnt, 'on-1'), 'one');
         const cptofs = (part: string) =>
-          spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '-P', part, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 10000 });
+          spawnSync(process.execPath, [join(__dirname, '../../cptofs/bin/cptofs.js'), '-i', image, '-P', part, '/etc/hostname', '/'], { encoding: 'utf8', timeout: 60_000 });
         const two = cptofs('2');
         expect(two.stderr).toBe('');
         expectSuccess(two);
@@ -945,7 +961,7 @@ describe('starting and stopping', () => {
         run('fusermount3', ['-u', mnt]);
       }
     } finally {
-      for (let i = 0; i < 50 && spawnSync('pgrep', ['-f', `lklfuse-server.*${mnt}`]).status === 0; i++) spawnSync('sleep', ['0.1']);
+      waitServerGone(mnt);
       run('losetup', ['-d', loop]);
     }
   });
@@ -994,7 +1010,7 @@ describe('starting and stopping', () => {
       const line = fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!;
       expect(line.split(' ')[0]).toBe(image.replace(/\\/g, '\\134'));
       // And other tools find it there: refused at once.
-      const busy = spawnSync(process.execPath, [join(__dirname, '../../fs2tar/bin/fs2tar.js'), image, join(work, 'odd.tar')], { encoding: 'utf8', timeout: 5000 });
+      const busy = spawnSync(process.execPath, [join(__dirname, '../../fs2tar/bin/fs2tar.js'), image, join(work, 'odd.tar')], { encoding: 'utf8', timeout: 60_000 });
       expect(busy.stderr).toMatch(/mounted by lklfuse on/);
     } finally {
       run('fusermount3', ['-u', mnt]);
@@ -1012,7 +1028,7 @@ describe('starting and stopping', () => {
     fs.symlinkSync(image, alias);
     const busy = spawnSync(process.execPath, [join(__dirname, '../../fs2tar/bin/fs2tar.js'), alias, join(work, 'x.tar')], {
       encoding: 'utf8',
-      timeout: 5_000,
+      timeout: 60_000,
     });
     expect(busy.status).toBe(2);
     expect(busy.stderr).toMatch(new RegExp(`handover-alias\\.img: mounted by lklfuse on ${mnt} \\(EBUSY\\)`));
@@ -1089,7 +1105,7 @@ describe('starting and stopping', () => {
     } finally {
       run('umount', [mnt]);
     }
-    for (let i = 0; i < 100 && spawnSync('pgrep', ['-f', 'lklfuse-server.*by-mount']).status === 0; i++) spawnSync('sleep', ['0.1']);
+    waitServerGone('by-mount');
     filesystem('ext4').fsck!(image);
     withLoop(image, (dir) => expect(fs.readFileSync(join(dir, 'f'), 'utf8')).toBe('by mount(8)'));
   });
@@ -1173,9 +1189,11 @@ describe('starting and stopping', () => {
     expect(mounted(mnt)).toBe(true);
     fs.writeFileSync(join(mnt, 'before'), 'written before');
     // Small synchronous writes: still writing when the signal comes.
-    const writer = spawn('dd', ['if=/dev/zero', `of=${mnt}/big`, 'bs=64k', 'count=100000', 'oflag=dsync'], { stdio: 'ignore' });
+    // (At most 128 MiB, more than the image holds: should the signal come
+    // late, dd stops at ENOSPC, not on the host's disk under the mount point.)
+    const writer = spawn('dd', ['if=/dev/zero', `of=${mnt}/big`, 'bs=64k', 'count=2048', 'oflag=dsync'], { stdio: 'ignore' });
     const written = new Promise((done) => writer.once('exit', done));
-    await new Promise((r) => setTimeout(r, 300));
+    expect(waitFor(() => fs.existsSync(join(mnt, 'big')) && fs.statSync(join(mnt, 'big')).size > 0)).toBe(true);
     fg.kill('SIGTERM');
     const status = await new Promise<number | null>((done) => fg.once('exit', done));
     expect(status).toBe(0);
@@ -1219,9 +1237,8 @@ describe('starting and stopping', () => {
     const sum = run('sha256sum', [join(mnt, 'data')]).split(' ')[0];
     const server = run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim();
     process.kill(Number(server), 'SIGKILL');
-    waitUnlocked(m.lock, 10);
-    for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
-    expect(mounted(mnt)).toBe(false);
+    waitUnlocked(m.lock);
+    expect(waitFor(() => !mounted(mnt))).toBe(true);
     filesystem('ext4').fsck!(image);
     withLoop(image, (dir) => expect(run('sha256sum', [join(dir, 'data')]).split(' ')[0]).toBe(sum));
   });
@@ -1355,8 +1372,7 @@ describe('starting and stopping', () => {
     process.kill(Number(run('pgrep', ['-f', `lklfuse-server.*${mnt}`]).trim()), 'SIGKILL');
     expect(await new Promise<number | null>((done) => fg.once('exit', done))).toBe(2);
     expect(said.stderr).toMatch(/lklfuse: the server was killed by SIGKILL; its kernel syncs the image\n$/);
-    for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
-    expect(mounted(mnt)).toBe(false);
+    expect(waitFor(() => !mounted(mnt))).toBe(true);
   });
 
   test('in the foreground, a killed kernel is told: the next call fails with ESHUTDOWN, and lklfuse unmounts, exit 2', async () => {
@@ -1371,7 +1387,6 @@ describe('starting and stopping', () => {
     if (status === 'still serving') spawnSync('fusermount3', ['-u', mnt]);
     expect(status).toBe(2);
     expect(said.stderr).toMatch(/the kernel did not power off cleanly: its process was killed by SIGKILL\n$/);
-    for (let i = 0; i < 50 && mounted(mnt); i++) spawnSync('sleep', ['0.1']);
-    expect(mounted(mnt)).toBe(false);
+    expect(waitFor(() => !mounted(mnt))).toBe(true);
   });
 });

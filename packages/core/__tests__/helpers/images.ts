@@ -37,9 +37,30 @@ export function expectSuccess(r: { status: number | null; signal?: string | null
   if (r.status !== 0) throw new Error(`${r.signal ? `killed by ${r.signal}` : `exited ${r.status}`}, saying:\n${r.stderr}`);
 }
 
+/** Whether `pid` has a child running the lkl-um kernel. */
+function hasKernelChild(pid: number): boolean {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // gone meanwhile
+    }
+    // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+    const close = stat.lastIndexOf(')');
+    const comm = stat.slice(stat.indexOf('(') + 1, close);
+    const ppid = Number(stat.slice(close + 2).split(' ')[1]);
+    if (ppid === pid && comm === 'lkl-um-kernel') return true;
+  }
+  return false;
+}
+
 /**
- * Runs a command, sends it SIGINT after `afterMs` (`times` times, 20 ms
- * apart, as timeout(1) and a terminal may); its exit status and stderr.
+ * Runs a lkl-um command and sends it SIGINT `afterMs` after its kernel
+ * process is there (so its handler is, however slow the machine is to
+ * start Node), `times` times, 20 ms apart, as timeout(1) and a terminal
+ * may; its exit status and stderr.
  */
 export function runInterrupted(cmd: string, args: string[], afterMs: number, times = 1): Promise<{ status: number | null; stderr: string }> {
   const child = spawn(cmd, args, { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -49,7 +70,13 @@ export function runInterrupted(cmd: string, args: string[], afterMs: number, tim
     child.kill('SIGINT');
     if (left > 1) timer = setTimeout(() => interrupt(left - 1), 20);
   };
-  let timer = setTimeout(() => interrupt(times), afterMs);
+  const deadline = Date.now() + 60_000;
+  const waitForKernel = () => {
+    if (hasKernelChild(child.pid!)) timer = setTimeout(() => interrupt(times), afterMs);
+    else if (Date.now() > deadline) child.kill('SIGKILL'); // status null: the test fails
+    else timer = setTimeout(waitForKernel, 10);
+  };
+  let timer = setTimeout(waitForKernel, 0);
   return new Promise((done) =>
     child.on('exit', (status) => {
       clearTimeout(timer);

@@ -744,7 +744,11 @@ describe('bad input', () => {
     const image = join(work, 'wrongtype.img');
     FILESYSTEMS[0].make(image);
     const disk = await k.addDisk(image);
-    await expect(k.mount(disk, { type: 'xfs' })).rejects.toThrow(/wrongtype\.img: cannot mount as xfs: EINVAL.*the kernel said: .*XFS/);
+    const e = await k.mount(disk, { type: 'xfs', target: '/mnt/wrong' }).catch((err) => err);
+    expect(e.message).toMatch(/wrongtype\.img: cannot mount as xfs: EINVAL.*the kernel said: .*XFS/);
+    // For code: the paths, as node:fs gives them, not words.
+    expect(e).toMatchObject({ code: 'EINVAL', syscall: 'mount', path: image, dest: '/mnt/wrong' });
+    await expect(k.mount(disk, { partition: 2 })).rejects.toMatchObject({ code: 'ENODEV', path: image });
     await disk.remove();
   });
 

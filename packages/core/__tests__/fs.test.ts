@@ -576,8 +576,11 @@ describe('many calls at once', () => {
           break;
         }
       }
+      expect(() => small.alloc(4096)).toThrow(/^ENOMEM: alloc of 4096 bytes of window/);
       const started = Date.now();
-      await expect(small.fs.stat('/')).rejects.toMatchObject({ code: 'ENOMEM' });
+      const full = await small.fs.stat('/').catch((e) => e);
+      expect(full).toMatchObject({ code: 'ENOMEM', syscall: 'alloc', message: expect.stringMatching(/it is full, and no call in flight holds any of it/) });
+      expect(full.path).toBeUndefined();
       expect(Date.now() - started).toBeLessThan(10_000); // not a wait for a free that never comes
       held.pop()!.free();
       expect((await small.fs.stat('/')).isDirectory()).toBe(true);

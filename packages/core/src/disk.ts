@@ -2,7 +2,7 @@
 // partitions as the kernel's own partition scan sees them, and mounting
 // them, with 'auto' finding the filesystem.
 import { closeSync, fstatSync, constants as hostConstants, openSync, readSync, statSync } from 'node:fs';
-import { errnoMessage, KernelError } from './errors';
+import { errnoMessage, errnoName, explainedError, KernelError } from './errors';
 import { host } from './host';
 import { FileId, fuseServerWriting, hostMountOf, lklfuseMountOf, loopFileOf } from './host-mounts';
 import { CONSTANTS as C, SYSCALLS as NR } from './generated/abi';
@@ -101,9 +101,7 @@ export class Disk {
     const p = this.partitions.find((x) => x.number === partition);
     if (!p) {
       const have = this.partitions.map((x) => x.number).join(', ') || 'none';
-      const e = new KernelError(ENODEV, 'mount', this.image);
-      e.message = `${this.image}: no partition ${partition} (ENODEV; its partitions: ${have})`;
-      throw e;
+      throw explainedError(ENODEV, 'mount', `${this.image}: no partition ${partition} (ENODEV; its partitions: ${have})`, this.image);
     }
     return p.path;
   }
@@ -114,7 +112,7 @@ export class Disk {
     for (const m of await this.kernel.mounts()) {
       // The disk, or one of its partitions (vda1; vdaa is another disk).
       if (m.source === this.path || /^p?\d+$/.test(m.source.slice(this.path.length)) && m.source.startsWith(this.path)) {
-        throw new KernelError(EBUSY, 'remove', `${this.image}: mounted at ${m.target}`);
+        throw explainedError(EBUSY, 'remove', `${this.image}: mounted at ${m.target} (EBUSY): unmount it first`, this.image);
       }
     }
     const ret = await this.kernel.call(CALL_REMOVE_DISK, this.id);
@@ -126,9 +124,7 @@ export class Disk {
 
 /* An error about the image file, named as the caller named it. */
 function imageError(errno: number, image: string, what = errnoMessage(errno)): KernelError {
-  const e = new KernelError(errno, 'addDisk', image);
-  e.message = `${image}: ${what} (${e.code})`;
-  return e;
+  return explainedError(errno, 'addDisk', `${image}: ${what} (${errnoName(errno)})`, image);
 }
 
 /* Opens the image on the host, with a clear error when it cannot be. */
@@ -254,7 +250,7 @@ async function blockName(kernel: Kernel, id: number): Promise<string> {
     const names = await kernel.fs.readdir(`${platform}/${entry}/block`).catch(() => []);
     if (names.length) return names[0];
   }
-  throw new KernelError(ENODEV, 'addDisk', `virtio-mmio.${id} has no block device`);
+  throw explainedError(ENODEV, 'addDisk', `ENODEV: the kernel's virtio-mmio.${id} has no block device`);
 }
 
 async function partitionsOf(kernel: Kernel, name: string): Promise<Partition[]> {
@@ -609,9 +605,7 @@ function checkHostMounted(disk: Disk, partition: number, named: string, readOnly
 
 export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = {}): Promise<string> {
   if (disk.lockedPartition && (options.partition ?? 0) !== disk.lockedPartition) {
-    const e = new KernelError(EBUSY, 'mount', disk.image);
-    e.message = `${disk.image}: added for partition ${disk.lockedPartition} alone (the others are not locked): add it again to mount another`;
-    throw e;
+    throw explainedError(EBUSY, 'mount', `${disk.image}: added for partition ${disk.lockedPartition} alone (the others are not locked): add it again to mount another`, disk.image);
   }
   const device = disk.device(options.partition ?? 0);
   const target = options.target ?? `/mnt/${device.slice('/dev/'.length)}`;
@@ -622,9 +616,7 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const warn = options.warn ?? ((m: string) => process.emitWarning(m));
   checkHostMounted(disk, options.partition ?? 0, named, readOnly, warn);
   if (!disk.size) {
-    const e = new KernelError(EINVAL, 'mount', disk.image);
-    e.message = `${disk.image}: empty (0 bytes): no filesystem in it`;
-    throw e;
+    throw explainedError(EINVAL, 'mount', `${disk.image}: empty (0 bytes): no filesystem in it`, disk.image);
   }
   await kernel.fs.mkdir(target, { recursive: true });
 
@@ -633,9 +625,7 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
   const found = given ? undefined : await probeType(kernel, device);
   const known = await blockFilesystems(kernel);
   if (given && !known.includes(given) && !['ext2', 'ext3'].includes(given)) {
-    const e = new KernelError(ENODEV, 'mount', `${device} on ${target} as ${given}`);
-    e.message = `${named}: unknown filesystem type '${given}' (the kernel has ${known.join(', ')})`;
-    throw e;
+    throw explainedError(ENODEV, 'mount', `${named}: unknown filesystem type '${given}' (the kernel has ${known.join(', ')})`, disk.image, target);
   }
   // A stale signature (an old filesystem's, not overwritten) must not hide
   // the real one: the others are tried after it, but its failure is the one told.
@@ -665,7 +655,7 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
       if (ret === 0) return target;
       tried.push(`${type}: ${new KernelError(-ret, 'mount').code}`);
       if (type === given || type === found) {
-        const e = new KernelError(-ret, 'mount', `${device} on ${target} as ${type}`);
+        const e = new KernelError(-ret, 'mount', disk.image, target);
         // Named as the caller knows it: the image, not the kernel's device.
         e.message = `${named}: cannot mount as ${type}${given ? '' : ' (its signature)'}: ${e.code} (${errnoMessage(-ret)})`;
         e.message += await log.said();
@@ -675,12 +665,12 @@ export async function mount(kernel: Kernel, disk: Disk, options: MountOptions = 
     }
     if (foundFailed) throw foundFailed;
     if (!options.partition && disk.partitions.length) {
-      const e = new KernelError(EINVAL, 'mount', `${device} on ${target}`);
+      const e = new KernelError(EINVAL, 'mount', disk.image, target);
       const numbers = disk.partitions.map((p) => p.number).join(', ');
       e.message = `${named}: a partitioned disk (partitions ${numbers}): name the partition to mount (cptofs, fs2tar: -P N; lklfuse: -o part=N)`;
       throw e;
     }
-    const e = new KernelError(EINVAL, 'mount', `${device} on ${target}`);
+    const e = new KernelError(EINVAL, 'mount', disk.image, target);
     const format = options.partition ? undefined : notAnImage(disk.image);
     e.message = format
       ? `${named}: ${format}`

@@ -58,6 +58,16 @@ export class KernelError extends Error {
   }
 }
 
+/**
+ * A KernelError of the library's own, told in a sentence of its own:
+ * `path` (and `dest`) stay paths, for code to read.
+ */
+export function explainedError(errno: number, syscall: string, message: string, path?: string, dest?: string): KernelError {
+  const e = new KernelError(errno, syscall, path, dest);
+  e.message = message;
+  return e;
+}
+
 /** Returns ret, or throws the KernelError a negative ret means. */
 export function check(ret: number, syscall: string, path?: string, dest?: string): number {
   if (ret < 0 && ret > -4096) throw new KernelError(-ret, syscall, path, dest);

@@ -2,7 +2,7 @@
 // it down.  System calls are asynchronous: each returns a Promise that
 // settles when its result arrives on the event loop.
 import { AddDiskOptions, addDisk, Disk, mount, MountOptions } from './disk';
-import { check, KernelError } from './errors';
+import { check, explainedError, KernelError } from './errors';
 import { CONSTANTS as C, SYSCALLS } from './generated/abi';
 import { KernelFs } from './fs';
 import { loadAddon, locate, NativeKernel } from './native';
@@ -283,7 +283,7 @@ export class Kernel {
   /** Allocates a buffer in the window; free it with buffer.free(). */
   alloc(size: number): WindowBuffer {
     const buf = this.#tryAlloc(size);
-    if (!buf) throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window`);
+    if (!buf) throw explainedError(12 /* ENOMEM */, 'alloc', `ENOMEM: alloc of ${size} bytes of window: not that much free`);
     return buf;
   }
 
@@ -364,7 +364,7 @@ export class Kernel {
   async #waitForRoom(size: number, onFree?: () => void): Promise<WindowBuffer> {
     const block = windowBlock(size);
     if (block > this.#heapSize) {
-      throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window: more than all of it`);
+      throw explainedError(12 /* ENOMEM */, 'alloc', `ENOMEM: alloc of ${size} bytes of window: more than all of it`);
     }
     let queue = this.#roomQueues.get(block);
     if (!queue) this.#roomQueues.set(block, (queue = { waiting: 0, turns: [] }));
@@ -379,7 +379,7 @@ export class Kernel {
         idle = this.inFlight ? 0 : idle + 1;
         if ((this.#windowStuck && !this.inFlight) || idle > 2) {
           this.#windowStuck = true;
-          throw new KernelError(12 /* ENOMEM */, 'alloc', `${size} bytes of window: it is full, and no call in flight holds any of it`);
+          throw explainedError(12 /* ENOMEM */, 'alloc', `ENOMEM: alloc of ${size} bytes of window: it is full, and no call in flight holds any of it`);
         }
         const freed = await new Promise<boolean>((wake) => {
           // A timeout too: the calls in flight may all end without a free.

@@ -330,7 +330,7 @@ describe('names and directories', () => {
     await fs().mkdir('/t/tree/a/b', { recursive: true });
     await fs().writeFile('/t/tree/a/b/f', '');
     await expect(fs().rmdir('/t/tree')).rejects.toMatchObject({ code: 'ENOTEMPTY' });
-    await expect(fs().rm('/t/tree')).rejects.toMatchObject({ code: 'EISDIR' });
+    await expect(fs().rm('/t/tree')).rejects.toMatchObject({ code: 'ERR_FS_EISDIR', syscall: 'rm', path: '/t/tree' });
     await fs().rm('/t/tree', { recursive: true });
     await expect(fs().stat('/t/tree')).rejects.toMatchObject({ code: 'ENOENT' });
     await fs().rm('/t/tree', { force: true });

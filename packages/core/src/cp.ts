@@ -4,7 +4,7 @@
 // disk images: a device node is made anew (mknod), where node:fs would
 // read the device.
 import { posix } from 'node:path';
-import { KernelError } from './errors';
+import { KernelError, nodeFsError } from './errors';
 import type { BigIntStats } from './stats';
 import type { KernelFs, PathLike } from './fs';
 
@@ -34,7 +34,7 @@ const ENOTDIR = 20;
 
 /* A failure of cp's own, as node:fs reports it: its code, and the errno it stands for. */
 function cpError(code: string, errno: number, message: string, src: string, dest: string): Error {
-  return Object.assign(new Error(`${code}: ${message}, cp '${src}' -> '${dest}'`), { code, errno: -errno, syscall: 'cp', path: src, dest });
+  return nodeFsError(code, errno, `${code}: ${message}, cp '${src}' -> '${dest}'`, 'cp', src, dest);
 }
 
 /* Paths as latin1 strings: every byte one character, so path.posix works on names that are not UTF-8. */

@@ -68,6 +68,14 @@ export function explainedError(errno: number, syscall: string, message: string, 
   return e;
 }
 
+/**
+ * One of node:fs's own errors, which carry an ERR_FS_* code rather than
+ * the errno's name (cp's checks, rm of a directory): the same fields.
+ */
+export function nodeFsError(code: string, errno: number, message: string, syscall: string, path: string, dest?: string): Error {
+  return Object.assign(new Error(message), { code, errno: -errno, syscall, path, ...(dest === undefined ? {} : { dest }) });
+}
+
 /** Returns ret, or throws the KernelError a negative ret means. */
 export function check(ret: number, syscall: string, path?: string, dest?: string): number {
   if (ret < 0 && ret > -4096) throw new KernelError(-ret, syscall, path, dest);

@@ -5,7 +5,7 @@
 // flight, so a 1 GiB readFile needs only a few MiB of window.
 import { randomBytes } from 'node:crypto';
 import { cp as copyTree, type CpOptions } from './cp';
-import { check, KernelError } from './errors';
+import { check, KernelError, nodeFsError } from './errors';
 import { CONSTANTS as C, STRUCTS, SYSCALLS as NR } from './generated/abi';
 import type { Kernel } from './kernel';
 import { dataExtents } from './extents';
@@ -515,7 +515,8 @@ export class KernelFs {
       throw e;
     }
     if (!st.isDirectory()) return this.unlink(path);
-    if (!options.recursive) throw new KernelError(EISDIR, 'rm', name);
+    // As node:fs says it.
+    if (!options.recursive) throw nodeFsError('ERR_FS_EISDIR', EISDIR, `Path is a directory: rm returned EISDIR (is a directory) ${name}`, 'rm', name);
     // As bytes: a name that is not UTF-8 would not survive a string.
     const dir = Buffer.from(pathBytes(path)).toString('latin1').replace(/\/+$/, '');
     for (const entry of await this.readdir(path, { encoding: 'buffer' })) {

@@ -12,6 +12,9 @@
  *   kernel.onCompletions(fn)                   fn(count) after results were
  *                                              written to kernel.completions
  *   kernel.completions                         Float64Array [tag, ret, ...]
+ *   kernel.reap()                              puts the results there are
+ *                                              in kernel.completions now;
+ *                                              returns how many
  *   kernel.window / kernel.windowBase          the window as an ArrayBuffer,
  *                                              and its address
  *   kernel.alloc(size) / kernel.free(offset)   window buffers, by offset
@@ -82,6 +85,7 @@ class Kernel : public Napi::ObjectWrap<Kernel> {
         env, "Kernel",
         {InstanceMethod("submit", &Kernel::Submit),
          InstanceMethod("onCompletions", &Kernel::OnCompletions),
+         InstanceMethod("reap", &Kernel::ReapNow),
          InstanceMethod("alloc", &Kernel::Alloc),
          InstanceMethod("free", &Kernel::Free),
          InstanceMethod("halt", &Kernel::Halt),
@@ -250,6 +254,12 @@ class Kernel : public Napi::ObjectWrap<Kernel> {
       callback_.MakeCallback(Value(), {Napi::Number::New(env, n)});
     }
     return n;
+  }
+
+  // After a halt, which may have taken results off the ring while it waited
+  // for the calls in flight: no doorbell rings for those.
+  Napi::Value ReapNow(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), k_ ? Reap() : 0);
   }
 
   Napi::Value OnCompletions(const Napi::CallbackInfo& info) {

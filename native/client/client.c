@@ -326,21 +326,29 @@ int lkl_um_submit(struct lkl_um *k, long nr, const long args[6], uint64_t tag)
 	return err;
 }
 
-/* Sleeps in poll() on the doorbell socket for everyone.  Lock held. */
-static void sleep_for_results(struct lkl_um *k)
+/*
+ * Sleeps in poll() on the doorbell socket for everyone, @timeout_ms at
+ * most.  Lock held.
+ */
+static void sleep_for_results_at_most(struct lkl_um *k, int timeout_ms)
 {
 	struct pollfd pfd = { .fd = k->sock, .events = POLLIN };
 
 	k->sleeper = 1;
 	if (!arm_completions(k)) {
 		pthread_mutex_unlock(&k->lock);
-		poll(&pfd, 1, 1000);
+		poll(&pfd, 1, timeout_ms);
 		pthread_mutex_lock(&k->lock);
 	}
 	if (drain_socket(k))
 		k->armed = 0;
 	k->sleeper = 0;
 	pthread_cond_broadcast(&k->cond);
+}
+
+static void sleep_for_results(struct lkl_um *k)
+{
+	sleep_for_results_at_most(k, 1000);
 }
 
 long lkl_um_syscall(struct lkl_um *k, long nr, const long args[6])
@@ -975,12 +983,16 @@ int lkl_um_halt(struct lkl_um *k, unsigned int timeout_ms)
 {
 	uint64_t deadline = now_ns() + (uint64_t)timeout_ms * 500000;
 
-	/* Give the calls in flight half the time to finish. */
+	/*
+	 * Give the calls in flight half the time to finish.  Look often: a
+	 * thread reaping asynchronous calls (lkl_um_reap()) may read the
+	 * doorbell this one sleeps on.
+	 */
 	pthread_mutex_lock(&k->lock);
 	while (!k->gone && k->nr_free + k->nr_ready < RING_ENTRIES &&
 	       now_ns() < deadline) {
 		if (!k->sleeper)
-			sleep_for_results(k);
+			sleep_for_results_at_most(k, 2);
 		else
 			pthread_cond_wait(&k->cond, &k->lock);
 		reap_ring(k);

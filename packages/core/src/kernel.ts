@@ -86,6 +86,20 @@ class CallTable {
     }
   }
 
+  /**
+   * At shutdown, after the halt: the results it took off the ring while it
+   * waited for the calls in flight (no doorbell rings for those), then
+   * ESHUTDOWN for every call still without one, so that nothing waits for
+   * ever.
+   */
+  finish(native: NativeKernel): void {
+    for (let n = native.reap(); n > 0; n = native.reap()) this.complete(native.completions, n);
+    for (const p of this.pending.values()) p.resolve(-ESHUTDOWN);
+    this.pending.clear();
+    this.backlog = [];
+    this.backlogHead = 0;
+  }
+
   complete(completions: Float64Array, count: number): void {
     for (let i = 0; i < count; i++) {
       const tag = completions[2 * i];
@@ -421,6 +435,7 @@ export class Kernel {
       const native = this.#native;
       if (!native) return;
       const status = await native.halt(timeoutMs);
+      this.#calls.finish(native);
       const console = native.console();
       native.close();
       this.#native = undefined;

@@ -28,6 +28,8 @@ export interface NativeKernel {
   /** Starts a call; returns how many results it left in `completions`. */
   submit(nr: number, tag: number, ...args: (number | bigint)[]): number;
   onCompletions(fn: (count: number) => void): void;
+  /** Puts the results there are in `completions` now; returns how many. */
+  reap(): number;
   alloc(size: number): number;
   free(offset: number): void;
   halt(timeoutMs: number): Promise<number>;

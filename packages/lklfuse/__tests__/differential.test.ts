@@ -32,6 +32,8 @@ const OPTION_SEEDS: Record<string, number> = { '': 0, writeback_cache: 1, allow_
 const SEED_OVERRIDE = integerFromEnv('LKL_UM_DIFF_SEED');
 const OP_COUNT = integerFromEnv('LKL_UM_DIFF_OPS') ?? 5000;
 const HISTORY = 10;
+/* A row takes 10-40 s here; a slower, busier machine may take several times that. */
+const ROW_TIMEOUT_MS = 300_000;
 /* Where lklfuse is unmounted and mounted again: fixed, not a share of the op count, so that a shorter replay is the same run up to its end. */
 const REMOUNT_AT = 2500;
 
@@ -636,7 +638,7 @@ describe.each([
 
     // What lklfuse wrote is in the image, as the host reads it.
     withLoop(imageA, (dir) => expect(comparable(survey(dir), mtimesSetAt)).toEqual(expected));
-  }, 120_000);
+  }, ROW_TIMEOUT_MS);
 });
 
 /*
@@ -705,5 +707,5 @@ describe.each([
     } finally {
       unmountLklfuse(lkl.root);
     }
-  }, 120_000);
+  }, ROW_TIMEOUT_MS);
 });

@@ -250,8 +250,14 @@ class Kernel : public Napi::ObjectWrap<Kernel> {
     int n = Reap();
     if (n <= 0) return 0;
     if (!callback_.IsEmpty()) {
-      // MakeCallback runs the microtasks the results resolve.
-      callback_.MakeCallback(Value(), {Napi::Number::New(env, n)});
+      // MakeCallback runs the microtasks the results resolve, and the
+      // process.nextTick() callbacks: what one of those throws is
+      // JavaScript's uncaught exception, not a C++ one that would abort.
+      try {
+        callback_.MakeCallback(Value(), {Napi::Number::New(env, n)});
+      } catch (const Napi::Error& e) {
+        napi_fatal_exception(env, e.Value());
+      }
     }
     return n;
   }

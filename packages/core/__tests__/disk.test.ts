@@ -815,7 +815,12 @@ describe('bad input', () => {
     chmodSync(image, 0o444);
     run('chattr', ['+i', image]); // even root cannot write it now
     try {
-      await expect(k.addDisk(image)).rejects.toThrow(/read-only.*readOnly: true/);
+      // In words a command can show too: no library option named.
+      await expect(k.addDisk(image)).rejects.toMatchObject({
+        code: 'EROFS',
+        path: image,
+        message: `${image}: no permission to write it here (EROFS): it can only be read`,
+      });
       const disk = await k.addDisk(image, { readOnly: true });
       const target = await k.mount(disk);
       expect((await k.mounts()).find((m) => m.target === target)?.options).toMatch(/^ro\b/);

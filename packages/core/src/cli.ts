@@ -105,6 +105,9 @@ export function run(command: string, main: () => Promise<number>, debug = proces
   // was being done is finished and cleaned up.  (Unheard, the error would
   // kill us with a stack trace.)  fs2tar learns it from its archive stream.
   process.stdout.on('error', () => undefined);
+  // Nor does a stderr that takes no more (a closed pipe, a full disk): the
+  // messages are lost, not the work; the exit status still tells.
+  process.stderr.on('error', () => undefined);
   main().then(
     (code) => {
       process.exitCode = code;

@@ -143,9 +143,8 @@ function openImage(image: string | number, readOnly: boolean): { fd: number; clo
       } catch {
         throw imageError(EACCES, image);
       }
-      const ro = new KernelError(EROFS, 'addDisk', image);
-      ro.message = `${image}: the image is read-only (no write permission here): add it with { readOnly: true }`;
-      throw ro;
+      // Said for the commands too: the library's { readOnly: true } is in the docs.
+      throw explainedError(EROFS, 'addDisk', `${image}: no permission to write it here (EROFS): it can only be read`, image);
     }
     throw imageError(-(err.errno ?? -5), image);
   }

@@ -90,6 +90,8 @@ static void console_write(const char *buf, unsigned int len)
 	}
 }
 
+static int read_socket(void);
+
 static const struct lklum_disk_arg *boot_disks;
 static unsigned int nr_boot_disks;
 
@@ -112,6 +114,13 @@ static void booted(void)
 	}
 	store_release(&window->state, LKL_UM_STATE_RUNNING);
 	ring_client();
+	/*
+	 * A client that went away while we booted (killed before its mount
+	 * was ready, say) raised no doorbell IRQ: that was not registered
+	 * yet.  Look once, now that it is, or we would wait for it for ever.
+	 */
+	if (read_socket() < 0)
+		store_release(&window->halt_requested, 1);
 }
 
 static int take_call(struct um_lib_call *call)

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { CONSTANTS as C, host, splitMountOptions } from '../../core/src';
 import { parseMountOptions } from '../src/cli';
 import {
+  childrenOf,
   expectSuccess,
   filesystem,
   imageWithDamagedDirectory,
@@ -1177,6 +1178,35 @@ describe('starting and stopping', () => {
     const flagsOf = () => fs.readFileSync('/proc/self/mounts', 'utf8').split('\n').find((l) => l.split(' ')[1] === mnt)!.split(' ')[3];
     withOptions('dev,suid,noexec', () => expect(flagsOf()).toMatch(/^rw,noexec,relatime,/));
     withOptions('', () => expect(flagsOf()).toMatch(/^rw,nosuid,nodev,relatime,/));
+    filesystem('ext4').fsck!(image);
+  });
+
+  test('Ctrl-C while lklfuse starts, at any moment: 130 and nothing left, or 0 once mounted and unmounted', async () => {
+    const image = freshImage('ext4', 'early-int');
+    const mnt = mountpoint('early-int');
+    const lock = `${image}.lock`;
+    // Timed from the moment the server's kernel process is there: the first
+    // land while it boots (its client gone then, it once waited for it for
+    // ever, holding the image), later ones as the mount gets ready (a
+    // signal there was once dropped, and the mount stayed).
+    const kernelOf = (pid: number) => childrenOf(pid).some((server) => childrenOf(server.pid).some((c) => c.comm === 'lkl-um-kernel'));
+    for (let delay = 0; delay < 40; delay += 3) {
+      const fg = spawn(process.execPath, [lklfuse, '-f', '-o', `lock=${lock}`, image, mnt], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let said = '';
+      fg.stderr.on('data', (d: Buffer) => (said += d.toString()));
+      const exited = new Promise<number | null>((done) => fg.once('exit', done));
+      while (fg.exitCode === null && !kernelOf(fg.pid!)) await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setTimeout(r, delay));
+      fg.kill('SIGINT');
+      let timer: NodeJS.Timeout | undefined;
+      const status = await Promise.race([exited, new Promise<string>((late) => (timer = setTimeout(() => late('still running'), 30_000)))]);
+      clearTimeout(timer);
+      if (status === 'still running') fg.kill('SIGKILL');
+      const outcome = status === 0 ? [0, /; Ctrl-C unmounts\n$/.test(said)] : [status, said];
+      expect([delay, ...outcome]).toEqual(status === 0 ? [delay, 0, true] : [delay, 130, '']);
+      waitUnlocked(lock, 30); // the kernel process has exited
+      expect([delay, waitFor(() => !mounted(mnt))]).toEqual([delay, true]);
+    }
     filesystem('ext4').fsck!(image);
   });
 

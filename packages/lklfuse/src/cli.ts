@@ -3,8 +3,8 @@
 // other FUSE filesystems: lklfuse IMAGE MOUNTPOINT -o type=ext4,ro.
 import { constants } from 'node:os';
 import { Command } from 'commander';
-import { EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MAX_ID, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
-import { mount, MountOptions, unmountAndWait } from './mount';
+import { EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MAX_ID, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { FuseMount, mount, MountOptions, unmountAndWait } from './mount';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 const { version } = require('../package.json') as { version: string };
@@ -233,20 +233,44 @@ async function main(argv: string[]): Promise<number> {
   const flags = cmd.opts<{ o: string[]; foreground?: boolean; debug?: boolean; quiet?: boolean; s?: boolean }>();
   const [image, mountpoint] = cmd.args;
   const foreground = !!(flags.foreground || flags.debug);
-  const m = await mount({
-    ...parseMountOptions(flags.o),
-    image,
-    mountpoint,
-    debug: flags.debug,
-    singleThread: flags.s,
-    detach: !foreground,
-    warn: (message) => flags.quiet || process.stderr.write(`lklfuse: warning: ${message}\n`),
-  });
+  // In the foreground, a signal asks the server to unmount.  Listened for
+  // from before the mount starts: a signal that came while no listener was
+  // there (between mount()'s own and this one) was dropped by Node, and the
+  // mount stayed.  One during the start is acted on once the server is
+  // ready for it, and the command says it was interrupted.
+  let interrupted = false;
+  let server: number | undefined;
+  const unmountOnSignal = () => {
+    interrupted = true;
+    try {
+      if (server !== undefined) process.kill(server, 'SIGTERM');
+    } catch {
+      // Gone already: mount()'s own handler stopped it.
+    }
+  };
+  if (foreground) for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, unmountOnSignal);
+  let m: FuseMount;
+  try {
+    m = await mount({
+      ...parseMountOptions(flags.o),
+      image,
+      mountpoint,
+      debug: flags.debug,
+      singleThread: flags.s,
+      detach: !foreground,
+      warn: (message) => flags.quiet || process.stderr.write(`lklfuse: warning: ${message}\n`),
+    });
+  } catch (e) {
+    if (interrupted) return EXIT_INTERRUPTED; // stopped by mount(), as asked
+    throw e;
+  }
   if (!foreground) return EXIT_OK;
-
-  // In the foreground until unmounted: a signal asks the server to unmount.
-  const unmountOnSignal = () => process.kill(m.pid, 'SIGTERM');
-  for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, unmountOnSignal);
+  server = m.pid;
+  if (interrupted) {
+    unmountOnSignal();
+    await m.exited;
+    return EXIT_INTERRUPTED;
+  }
   if (!flags.quiet) process.stderr.write(`lklfuse: ${image} (${m.type}) on ${m.mountpoint}; Ctrl-C unmounts\n`);
   const status = await m.exited;
   if (status === 0) return EXIT_OK;

@@ -37,8 +37,9 @@ export function expectSuccess(r: { status: number | null; signal?: string | null
   if (r.status !== 0) throw new Error(`${r.signal ? `killed by ${r.signal}` : `exited ${r.status}`}, saying:\n${r.stderr}`);
 }
 
-/** Whether `pid` has a child running the lkl-um kernel. */
-function hasKernelChild(pid: number): boolean {
+/** The children of `pid`, with their command names, as /proc has them now. */
+export function childrenOf(pid: number): { pid: number; comm: string }[] {
+  const children = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let stat: string;
@@ -51,9 +52,14 @@ function hasKernelChild(pid: number): boolean {
     const close = stat.lastIndexOf(')');
     const comm = stat.slice(stat.indexOf('(') + 1, close);
     const ppid = Number(stat.slice(close + 2).split(' ')[1]);
-    if (ppid === pid && comm === 'lkl-um-kernel') return true;
+    if (ppid === pid) children.push({ pid: Number(entry), comm });
   }
-  return false;
+  return children;
+}
+
+/** Whether `pid` has a child running the lkl-um kernel. */
+function hasKernelChild(pid: number): boolean {
+  return childrenOf(pid).some((c) => c.comm === 'lkl-um-kernel');
 }
 
 /**

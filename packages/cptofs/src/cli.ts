@@ -3,11 +3,11 @@
 // cptofs copies from the host into the image, cpfromfs out of it.
 import { Command, Option } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
-import { lstat as hostLstat, realpath } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { statSync } from 'node:fs';
-import { bytes, integerOption, MAX_ID, onInterrupt, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, ERRNO, errnoMessage, integerOption, MAX_ID, onInterrupt, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
-import { asBytes, CopyOptions, hostSide, kernelSide, parseNoPreserve, Side, TreeCopier } from './copy';
+import { asBytes, CopyOptions, hostSide, isDir, isLnk, kernelSide, parseNoPreserve, Side, Status, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -99,7 +99,8 @@ Examples:
   cpfromfs -i disk.img --no-preserve=ownership /home .       as yourself, not as the image's owners
 
 As with cp, DEST must exist when there are several sources (a glob may
-give several); else its parent must, and DEST becomes the copy.
+give several); else its parent must, and DEST becomes the copy.  A glob
+that matches nothing is taken as a name, as bash does: '/a[1]' is a file.
 
 Exit status: 0 all was copied, 1 some entries failed (each named), 2 usage or fatal error.`,
   );
@@ -130,11 +131,71 @@ async function expandInImage(k: Kernel, root: string, pattern: string): Promise<
   return found.sort();
 }
 
+/* Whether `path` (a cpfromfs source as given) is there in the image, a dangling symlink too. */
+async function existsInImage(k: Kernel, root: string, path: string): Promise<boolean> {
+  try {
+    await k.fs.lstat(await resolveInImage(k, root, path, false));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /* Where a source goes: into dest if it is a directory, else as dest. */
 async function isDirectory(side: Side, path: string): Promise<boolean | undefined> {
   try {
-    return ((await side.lstat(path)).mode & 0o170000) === 0o040000;
+    return isDir((await side.lstat(path)).mode);
   } catch {
+    return undefined;
+  }
+}
+
+/* An errno as cp words it (strerror): "No such file or directory". */
+function cpWording(errno: number): string {
+  const meaning = errnoMessage(Math.abs(errno)); // node:fs's errnos are negative, the kernel's positive
+  return meaning.charAt(0).toUpperCase() + meaning.slice(1);
+}
+
+/* A failure to reach a source as cp's stat(2) would have it fail. */
+const statFailure = (errno: number) => Object.assign(new Error(cpWording(errno)), { errno });
+
+/** A source found: the path to copy, the path its name comes from, and its status. */
+interface Source {
+  path: string;
+  named: string;
+  status: Status;
+}
+
+/**
+ * Finds a source argument, on the side it is copied from, as cp's stat
+ * does; `resolveOn` gives a path's place there (byte string), through a
+ * symlink at its end with `followLast`.  A failure is the argument's own
+ * ("cannot stat 'ARG': ...", as cp says), not the whole copy's: undefined.
+ */
+async function findSource(
+  src: string,
+  from: Side,
+  resolveOn: (path: string, followLast: boolean) => Promise<string>,
+  report: Reporter,
+): Promise<Source | undefined> {
+  try {
+    // '' names nothing (not '.', as path.resolve would make it).
+    if (src === '') throw statFailure(ERRNO.ENOENT);
+    const named = await resolveOn(src, false);
+    // 'link/' is what the link points to, and 'file/' no path at all:
+    // a trailing slash resolves through a symlink, and must end at a directory.
+    const needsDirectory = src.endsWith('/');
+    const path = needsDirectory ? await resolveOn(src, true) : named;
+    const status = await from.lstat(path); // a dangling symlink is copied as one
+    if (needsDirectory && !isDir(status.mode)) {
+      // Still a symlink once followed: a dangling one, which leads nowhere.
+      throw statFailure(isLnk(status.mode) ? ERRNO.ENOENT : ERRNO.ENOTDIR);
+    }
+    return { path, named, status };
+  } catch (e) {
+    const errno = (e as { errno?: unknown }).errno;
+    if (typeof errno !== 'number') throw e; // not a path's failure
+    report.error(`cannot stat '${src}': ${cpWording(errno)}`);
     return undefined;
   }
 }
@@ -151,6 +212,11 @@ async function main(name: Direction, argv: string[]): Promise<number> {
   const paths = cmd.args;
   if (paths.length < 2) {
     process.stderr.write(`${name}: missing destination (usage: ${name} -i IMAGE SOURCE... DEST)\n`);
+    return EXIT_FATAL;
+  }
+  // '' names nothing: not the image's root, nor the current directory.
+  if (paths[paths.length - 1] === '') {
+    process.stderr.write(`${name}: cannot copy to '': ${cpWording(ERRNO.ENOENT)}\n`);
     return EXIT_FATAL;
   }
   const report = new Reporter(name, { quiet: o.quiet, verbose: o.verbose, debug: o.debug });
@@ -218,12 +284,11 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     if (!into) {
       const expanded: string[] = [];
       for (const s of sources) {
-        if (!hasGlob(s)) expanded.push(s);
-        else {
-          const matches = await expandInImage(k, image.root, s);
-          if (!matches.length) report.error(`no match in the image for '${s}'`);
-          expanded.push(...matches);
-        }
+        const matches = hasGlob(s) ? await expandInImage(k, image.root, s) : [s];
+        // A pattern that matches nothing is its own name, as for bash: 'a[1]' may be one.
+        if (!matches.length && (await existsInImage(k, image.root, s))) matches.push(s);
+        if (!matches.length) report.error(`no match in the image for '${s}'`);
+        expanded.push(...matches);
       }
       sources = expanded;
     }
@@ -243,32 +308,25 @@ async function main(name: Direction, argv: string[]): Promise<number> {
       process.stderr.write(`${name}: cannot copy to '${destArg}': no such directory ${into ? 'in the image' : ''}\n`);
       return EXIT_FATAL;
     }
+    const resolveSource = into
+      ? async (src: string, followLast: boolean) =>
+          followLast ? (await realpath(Buffer.from(resolve(src)), { encoding: 'buffer' })).toString('latin1') : asBytes(resolve(src))
+      : async (src: string, followLast: boolean) => asBytes(await resolveInImage(k, image.root, src, followLast));
     for (const src of sources) {
-      const from_ = asBytes(into ? resolve(src) : await resolveInImage(k, image.root, src, false));
-      if (into) {
-        try {
-          await hostLstat(Buffer.from(from_, 'latin1')); // a dangling symlink is copied as one
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
-            report.error(`cannot stat '${src}': No such file or directory`);
-            continue;
-          }
-        }
-      }
+      const source = await findSource(src, from, resolveSource, report);
+      if (!source) continue;
       // 'dest/' names a directory, which a file cannot become (as cp says).
-      if (destArg.endsWith('/') && !destIsDir) {
-        const st = await from.lstat(from_).catch(() => undefined);
-        if (st && (st.mode & 0o170000) !== 0o040000) {
-          report.error(`cannot copy '${src}' to '${destArg}': Not a directory`);
-          continue;
-        }
+      if (destArg.endsWith('/') && !destIsDir && !isDir(source.status.mode)) {
+        report.error(`cannot copy '${src}' to '${destArg}': Not a directory`);
+        continue;
       }
-      const name_ = basename(from_.replace(/\/+$/, '')) || basename(src);
+      // Named as the argument names it: 'link/' is copied as link, not as what it points to.
+      const name_ = basename(source.named.replace(/\/+$/, '')) || basename(src);
       // The image's root has no name of its own, and 'dir/.' means what
       // is in dir (as for cp -a dir/. dest): their contents go to dest.
-      const contents = from_ === image.root || /(^|\/)\.\/*$/.test(src);
+      const contents = source.path === image.root || /(^|\/)\.\/*$/.test(src);
       const target = destIsDir && !contents ? `${dest}/${name_}` : dest;
-      await copier.copy(from_, target, contents ? '' : name_);
+      await copier.copy(source.path, target, contents ? '' : name_);
     }
   } finally {
     report.stopProgress();

@@ -30,9 +30,9 @@ export interface Status {
 }
 
 const S_IFMT = C.S_IFMT;
-const isDir = (m: number) => (m & S_IFMT) === C.S_IFDIR;
+export const isDir = (m: number) => (m & S_IFMT) === C.S_IFDIR;
 const isReg = (m: number) => (m & S_IFMT) === C.S_IFREG;
-const isLnk = (m: number) => (m & S_IFMT) === C.S_IFLNK;
+export const isLnk = (m: number) => (m & S_IFMT) === C.S_IFLNK;
 const inode = (st: Status) => `${st.dev}:${st.ino}`;
 /* As GNU cp's "will not overwrite just-created". */
 const justWritten = () =>

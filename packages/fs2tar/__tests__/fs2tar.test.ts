@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { Excluder, host, Kernel, Reporter } from '@lkl-um/core';
 import { pack as tarPack } from 'tar-stream';
 import { TarExporter, useOwnHeaders } from '../src/export';
-import { expectSuccess, FILESYSTEMS, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
+import { expectSuccess, FILESYSTEMS, imageWithDamagedDirectory, isRoot, run, runInterrupted, tempDir } from '../../core/__tests__/helpers/images';
 import { byteNames, makeByteNames, makeTree, survey, withLoop } from '../../core/__tests__/helpers/tree';
 
 jest.setTimeout(300_000);
@@ -306,6 +306,30 @@ describe('errors', () => {
     }
   });
 
+  test('a directory or an inode with a bad checksum: named as in the image, in the sentence and the system\'s error; exit 1', () => {
+    const image = join(work, 'damaged.img');
+    imageWithDamagedDirectory(image, 'ext4');
+    // And a file whose inode fails its checksum (its i_generation, which
+    // nothing else looks at, changed): its lstat fails.
+    const content = join(work, 'damaged-content');
+    fs.writeFileSync(content, 'x');
+    run('debugfs', ['-w', '-R', `write ${content} file`, image]);
+    const [, block, offset] = /block (\d+), offset (0x[0-9a-f]+)/.exec(run('debugfs', ['-R', 'imap file', image]))!;
+    const fd = fs.openSync(image, 'r+');
+    fs.writeSync(fd, Buffer.alloc(4, 0xff), 0, 4, Number(block) * 4096 + Number(offset) + 0x64);
+    fs.closeSync(fd);
+    const archive = join(work, 'damaged.tar');
+    const r = cli([image, archive]);
+    expect(r.status).toBe(1);
+    // Not the kernel's own paths to them, under the image's mount point.
+    expect(r.stderr.split('\n')).toEqual([
+      expect.stringMatching(/^fs2tar: cannot read directory '\/damaged': EBADMSG: .*, scandir '\/damaged'$/),
+      expect.stringMatching(/^fs2tar: \/file: EBADMSG: .*, lstat '\/file'$/),
+      '',
+    ]);
+    expect(run('tar', ['-tf', archive]).split('\n')).toEqual(expect.arrayContaining(['./damaged/', './lost+found/']));
+  });
+
   test('a closed pipe (| head): a clear message, a failing status', () => {
     const image = imageWithTree('ext4');
     const r = spawnSync('bash', ['-c', `set -o pipefail; node ${fs2tar} ${image} - | head -c 1000 >/dev/null`], { encoding: 'utf8' });
@@ -426,7 +450,7 @@ os.write(f, b'deep\\n')`,
     expect(xattr(join(out, 'acl'))).toBe(xattr(join(work, 'odd-src', 'acl')));
   });
 
-  test('SIGINT: exit 130, no archive left, nothing said', async () => {
+  test('SIGINT at any moment (boot, mount, export): exit 130, no archive left, nothing said', async () => {
     const src = join(work, 'int-src');
     fs.mkdirSync(src, { recursive: true });
     for (let i = 0; i < 8; i++) fs.writeFileSync(join(src, `f${i}`), Buffer.alloc(32 << 20, i + 1));
@@ -434,13 +458,15 @@ os.write(f, b'deep\\n')`,
     fs.rmSync(big, { force: true });
     run('mke2fs', ['-q', '-t', 'ext4', '-d', src, big, '512M']);
     const archive = join(work, 'int.tar');
-    // The handler is there from before the kernel boots: during the boot
-    // or the export, the signal stops it the same way.
+    // The handler is there from before the kernel boots: whether the
+    // signal comes during the boot, the mount or the export (the delays
+    // spread over them), it stops the command the same way.
     // Twice at once, as timeout(1) signals: one interruption.
-    const { status, stderr } = await runInterrupted(process.execPath, [fs2tar, big, archive], 100, 2);
-    expect(stderr).toBe('');
-    expect(status).toBe(130);
-    expect(fs.readdirSync(work).filter((n) => n.includes('int.tar'))).toEqual([]);
+    for (const afterMs of [0, 25, 50, 75, 100, 150, 200, 300, 600]) {
+      const { status, stderr } = await runInterrupted(process.execPath, [fs2tar, big, archive], afterMs, 2);
+      expect({ afterMs, status, stderr }).toEqual({ afterMs, status: 130, stderr: '' });
+      expect(fs.readdirSync(work).filter((n) => n.includes('int.tar'))).toEqual([]);
+    }
   });
 
   test('a hard-linked FIFO is a hard link; -v names a sparse file as it is; --exclude ./dir', () => {

@@ -130,7 +130,9 @@ async function main(argv: string[]): Promise<number> {
   // The first signal stops the export where it is (the archive is
   // abandoned, its partial file removed) and the image is closed; a
   // second one exits at once, removing the partial file too.  Caught from
-  // before the kernel boots.
+  // before the kernel boots.  stopExport is set only while the archive's
+  // pipeline is there to hear it: a pack destroyed before that, or after
+  // the pipeline settled, would throw its error with no one listening.
   let interrupted = false;
   let stopExport: (() => void) | undefined;
   let partial: string | undefined;
@@ -179,14 +181,13 @@ async function main(argv: string[]): Promise<number> {
   };
   const display = (p: string) => shown(p.startsWith(`${image.root}/`) ? p.slice(image.root.length) : p === image.root ? '/' : p);
 
+  let complete = false;
   try {
     const st = root === undefined ? undefined : await k.fs.stat(Buffer.from(root, 'latin1')).catch(() => undefined);
     if (root === undefined || !st) throw new Error(`${o.directory}: no such directory in the image`);
     if (!st.isDirectory()) throw new Error(`${o.directory}: not a directory in the image`);
     const pack = tarPack();
     useOwnHeaders(pack);
-    stopExport = () => pack.destroy(new ArchiveClosed());
-    if (interrupted) stopExport();
     const exporter = new TarExporter(k, pack, options, report);
     const started = Date.now();
     await report.startProgress(() => {
@@ -194,13 +195,19 @@ async function main(argv: string[]): Promise<number> {
       return `${exporter.progress.entries} entries, ${bytes(exporter.progress.bytes)}, ${bytes(exporter.progress.bytes / s)}/s`;
     });
 
+    // Interrupted during the boot, the mount or the look at the image:
+    // no archive is begun.
+    if (interrupted) return EXIT_INTERRUPTED;
     const compress = o.gzip ? [zlib.createGzip()] : o.zstd ? [(zlib as unknown as { createZstdCompress(): NodeJS.ReadWriteStream }).createZstdCompress()] : [];
     const out = toStdout ? process.stdout : createWriteStream(partial ?? target);
     let writeError: NodeJS.ErrnoException | undefined;
-    const writing = pipeline(pack, padToRecord(), ...(compress as []), out).catch((e: NodeJS.ErrnoException) => {
-      writeError = e;
-      pack.destroy(e);
-    });
+    const writing = pipeline(pack, padToRecord(), ...(compress as []), out)
+      .catch((e: NodeJS.ErrnoException) => {
+        writeError = e;
+        pack.destroy(e);
+      })
+      .finally(() => (stopExport = undefined));
+    stopExport = () => pack.destroy(new ArchiveClosed());
     try {
       await exporter.export(root, display);
       pack.finalize();
@@ -208,10 +215,7 @@ async function main(argv: string[]): Promise<number> {
       if (!(e instanceof ArchiveClosed) && !writeError) throw e;
     }
     await writing;
-    if (interrupted) {
-      if (partial) rmSync(partial, { force: true });
-      return EXIT_INTERRUPTED;
-    }
+    if (interrupted) return EXIT_INTERRUPTED;
     if (writeError) {
       throw new Error(
         writeError.code === 'EPIPE'
@@ -219,18 +223,23 @@ async function main(argv: string[]): Promise<number> {
           : `cannot write ${toStdout ? 'to standard output' : target}: ${writeError.message}`,
       );
     }
-    if (partial) renameSync(partial, target);
-    if (selinux) writeFileSync(o.selinux!, Buffer.concat(selinux));
-  } catch (e) {
-    if (partial) rmSync(partial, { force: true });
-    throw e;
+    complete = true;
   } finally {
     report.stopProgress();
-    await image.close();
-    // What is still queued for a reader that went quiet (a pipe) is
-    // dropped: an interrupted archive is incomplete anyway.
-    if (interrupted) process.exit(EXIT_INTERRUPTED);
+    try {
+      await image.close();
+      // Renamed only once the image is closed: a signal while it closes
+      // leaves no archive either.  From here to the exit nothing waits, so
+      // no later signal is handled.
+      if (partial && complete && !interrupted) renameSync(partial, target);
+    } finally {
+      if (partial) rmSync(partial, { force: true }); // there still unless renamed
+      // What is still queued for a reader that went quiet (a pipe) is
+      // dropped: an interrupted archive is incomplete anyway.
+      if (interrupted) process.exit(EXIT_INTERRUPTED);
+    }
   }
+  if (selinux) writeFileSync(o.selinux!, Buffer.concat(selinux));
   report.summarize();
   return report.errors ? EXIT_SOME_FAILED : EXIT_OK;
 }

@@ -100,6 +100,15 @@ export class TarExporter {
   /* How image paths are named to the user (export()'s `display`). */
   #display: (path: string) => string = (path) => path;
 
+  /*
+   * An error's message, the paths it quotes (the kernel's: under the
+   * image's mount point) named as the user knows them, from the image's
+   * root.  They come decoded as UTF-8; display() takes byte strings.
+   */
+  #explain(e: unknown): string {
+    return (e as Error).message.replace(/'([^']*)'/g, (_, path: string) => `'${this.#display(Buffer.from(path, 'utf8').toString('latin1'))}'`);
+  }
+
   /** Archives the tree at `root` in the kernel; `display` names image paths. */
   async export(root: string, display: (path: string) => string): Promise<void> {
     this.#display = display;
@@ -127,7 +136,7 @@ export class TarExporter {
         const { path, name } = next.value;
         queue.push(
           this.#read(path, name).catch((e) => {
-            this.report.error(`${display(path)}: ${(e as Error).message}`);
+            this.report.error(`${display(path)}: ${this.#explain(e)}`);
             return undefined;
           }),
         );
@@ -144,7 +153,7 @@ export class TarExporter {
     try {
       entries = await this.#list(path);
     } catch (e) {
-      if ((e as KernelError).code !== 'ENOTDIR') this.report.error(`cannot read directory '${shown(path)}': ${(e as Error).message}`);
+      if ((e as KernelError).code !== 'ENOTDIR') this.report.error(`cannot read directory '${this.#display(path)}': ${this.#explain(e)}`);
       return;
     }
     for (const d of entries) {
@@ -468,8 +477,7 @@ export class TarExporter {
             if (err instanceof ArchiveClosed) throw err;
             // The header is out: the entry keeps its size, zeros after what
             // was read, and the archive goes on, as GNU tar does.
-            const why = (err as Error).message.replace(/'([^']*)'/g, (_, path: string) => `'${display(path)}'`);
-            this.report.error(`cannot read '${display(e.path)}': ${why}; padded with zeros`);
+            this.report.error(`cannot read '${display(e.path)}': ${this.#explain(err)}; padded with zeros`);
             for (let left = h.size - sent; left > 0; left -= CHUNK) await write(Buffer.alloc(Math.min(CHUNK, left)));
           }
           stream.end();

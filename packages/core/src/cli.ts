@@ -120,6 +120,15 @@ export function run(command: string, main: () => Promise<number>, debug = proces
 }
 
 /**
+ * Where a commander program writes: on stderr, its usage errors named as
+ * the command's, as GNU tools name theirs ("cptofs: unknown option
+ * '--bogus'", not "error: unknown option '--bogus'").
+ */
+export function commandOutput(command: string): { writeErr(s: string): void } {
+  return { writeErr: (s) => process.stderr.write(s.replace(/^error: /, `${command}: `)) };
+}
+
+/**
  * Parses a command line with a commander program made with exitOverride():
  * undefined when the command goes on, else its exit status: 0 after --help
  * or --version, EXIT_FATAL after a usage error (commander said what).

@@ -22,6 +22,6 @@ export { SYSCALLS, ERRNO, CONSTANTS, STRUCTS, KERNEL_RELEASE } from './generated
 export { openImage, createImage, resolveInImage } from './image';
 export { lklfuseMountAt } from './host-mounts';
 export type { ImageOptions, MountedImage } from './image';
-export { Reporter, run, parseCommandLine, bytes, versionText, integerOption, MAX_ID, onInterrupt, EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED } from './cli';
+export { Reporter, run, parseCommandLine, commandOutput, bytes, versionText, integerOption, MAX_ID, onInterrupt, EXIT_OK, EXIT_SOME_FAILED, EXIT_FATAL, EXIT_INTERRUPTED } from './cli';
 export { Excluder, globToRegExp, hasGlob } from './glob';
 export { dataExtents, SEEK_DATA, SEEK_HOLE } from './extents';

@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { realpath } from 'node:fs/promises';
 import { statSync } from 'node:fs';
-import { bytes, ERRNO, errnoMessage, integerOption, MAX_ID, onInterrupt, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, commandOutput, ERRNO, errnoMessage, integerOption, MAX_ID, onInterrupt, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { asBytes, CopyOptions, hostSide, isDir, isLnk, kernelSide, parseNoPreserve, Side, Status, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
@@ -107,7 +107,7 @@ Exit status: 0 all was copied, 1 some entries failed (each named), 2 usage or fa
   // The help's Arguments section shows SOURCE... DEST, as the usage line.
   cmd.configureHelp({ argumentTerm: (argument) => (argument.variadic ? `${argument.name()}... DEST` : argument.name()) });
   cmd.exitOverride();
-  cmd.configureOutput({ writeErr: (s) => process.stderr.write(s) });
+  cmd.configureOutput(commandOutput(name));
   return cmd;
 }
 
@@ -305,7 +305,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     }
     if (destIsDir === undefined && !(await isDirectory(to, dirname(dest)))) {
       report.stopProgress();
-      process.stderr.write(`${name}: cannot copy to '${destArg}': no such directory ${into ? 'in the image' : ''}\n`);
+      process.stderr.write(`${name}: cannot copy to '${destArg}': no such directory${into ? ' in the image' : ''}\n`);
       return EXIT_FATAL;
     }
     const resolveSource = into

@@ -3,7 +3,7 @@
 // other FUSE filesystems: lklfuse IMAGE MOUNTPOINT -o type=ext4,ro.
 import { constants } from 'node:os';
 import { Command } from 'commander';
-import { EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MAX_ID, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { commandOutput, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MAX_ID, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { FuseMount, mount, MountOptions, unmountAndWait } from './mount';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -74,7 +74,7 @@ Exit status: 0 mounted (with -f: unmounted cleanly; with -u: unmounted and
 synced), 1 (-u) the server still syncing at the timeout, 2 usage or fatal error.`,
     )
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput(commandOutput('lklfuse'));
 }
 
 /** Splits -o text on commas, except escaped ones (\,). */
@@ -205,7 +205,7 @@ function unmountProgram(): Command {
     .requiredOption('-u, --unmount', 'unmount, then wait until the image is synced and closed')
     .option('--timeout <seconds>', 'wait at most this long', integerOption('--timeout'), 120)
     .exitOverride()
-    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+    .configureOutput(commandOutput('lklfuse'));
 }
 
 async function unmountMain(argv: string[]): Promise<number> {

@@ -30,3 +30,20 @@ test('a stderr nobody reads stops nothing: the work is done, the status says how
     return done === 200 ? 0 : 2;`);
   expect(r).toEqual({ status: 0, signal: null });
 });
+
+test('an interruption exits as the shell reports the signal: 130 for SIGINT, 143 for SIGTERM', async () => {
+  for (const [signal, status] of [['SIGINT', 130], ['SIGTERM', 143]] as const) {
+    const script = `
+      const { run, onInterrupt } = require(${JSON.stringify(dist)});
+      run('t', () => new Promise((stop) => {
+        const busy = setInterval(() => undefined, 1000); // as a command's work keeps it alive
+        onInterrupt((status) => (clearInterval(busy), stop(status)), () => process.exit(99));
+        console.log('ready');
+      }));`;
+    const child = spawn(process.execPath, ['-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((ready) => child.stdout.once('data', ready));
+    const exited = new Promise((done) => child.on('exit', (code) => done(code)));
+    child.kill(signal);
+    expect([signal, await exited]).toEqual([signal, status]);
+  }
+});

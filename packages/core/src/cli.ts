@@ -1,6 +1,7 @@
 // What the commands share: exit codes, versions, and a reporter that puts
 // errors and warnings on stderr, verbose lines on stdout, and progress (ora)
 // only on a TTY.
+import { constants as osConstants } from 'node:os';
 import { KERNEL_RELEASE } from './generated/abi';
 
 /** All was done. */
@@ -9,7 +10,7 @@ export const EXIT_OK = 0;
 export const EXIT_SOME_FAILED = 1;
 /** Bad usage, or a failure that stopped everything. */
 export const EXIT_FATAL = 2;
-/** Stopped by SIGINT or SIGTERM, as shells report a SIGINT (128 + 2). */
+/** Stopped by SIGINT, as shells report it (128 + 2); by SIGTERM, 143. */
 export const EXIT_INTERRUPTED = 130;
 
 export function versionText(command: string, version: string): string {
@@ -151,18 +152,21 @@ const SAME_INTERRUPTION_MS = 1000;
 
 /**
  * Ctrl-C (SIGINT) and SIGTERM, caught: `first` runs on the first, `again`
- * on a later one.  One within a second of the first is the same
- * interruption told twice (timeout(1) signals the command, then its
- * process group; a terminal and a kill): not a second one.
+ * on a later one, each given the status to exit with (128 + the signal's
+ * number, as a shell reports a command the signal killed).  One within a
+ * second of the first is the same interruption told twice (timeout(1)
+ * signals the command, then its process group; a terminal and a kill):
+ * not a second one.
  */
-export function onInterrupt(first: () => void, again: () => void): void {
+export function onInterrupt(first: (status: number) => void, again: (status: number) => void): void {
   let at: number | undefined;
-  const handler = () => {
+  const handler = (signal: NodeJS.Signals) => {
+    const status = 128 + osConstants.signals[signal];
     if (at === undefined) {
       at = Date.now();
-      first();
+      first(status);
     } else if (Date.now() - at >= SAME_INTERRUPTION_MS) {
-      again();
+      again(status);
     }
   };
   process.on('SIGINT', handler);

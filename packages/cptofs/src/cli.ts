@@ -5,7 +5,7 @@ import { Command, Option } from 'commander';
 import { basename, dirname, resolve } from 'node:path';
 import { realpath } from 'node:fs/promises';
 import { statSync } from 'node:fs';
-import { bytes, commandOutput, ERRNO, errnoMessage, integerOption, MAX_ID, onInterrupt, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, commandOutput, ERRNO, errnoMessage, integerOption, MAX_ID, onInterrupt, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Kernel, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import type { MountedImage } from '@lkl-um/core';
 import { asBytes, CopyOptions, hostSide, isDir, isLnk, kernelSide, parseNoPreserve, Side, Status, TreeCopier } from './copy';
 import { Excluder, globToRegExp, hasGlob } from '@lkl-um/core';
@@ -229,22 +229,22 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     selinux: o.selinux,
   };
 
-  let interrupted = false;
+  let interrupted: number | undefined; // the status to exit with
   let copier: TreeCopier | undefined;
   // The first signal stops the copy: what is in flight finishes, then the
   // image is unmounted cleanly.  A second one exits at once; the kernel
   // then syncs and unmounts by itself, holding the image's lock until it
   // is done.  Caught from before the kernel boots.
   onInterrupt(
-    () => {
-      interrupted = true;
+    (status) => {
+      interrupted = status;
       report.stopProgress();
       process.stderr.write(`${name}: interrupted: syncing and unmounting what was copied\n`);
       copier?.cancel();
     },
-    () => {
+    (status) => {
       process.stderr.write(`${name}: interrupted again: exiting now; the kernel finishes syncing the image by itself, and keeps it locked until then\n`);
-      process.exit(EXIT_INTERRUPTED);
+      process.exit(status);
     },
   );
 
@@ -271,7 +271,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     copyOptions.image = { dev: st.dev, ino: st.ino };
   }
   copier = new TreeCopier(from, to, copyOptions, report);
-  if (interrupted) copier.cancel();
+  if (interrupted !== undefined) copier.cancel();
   const started = Date.now();
   await report.startProgress(() => {
     const s = (Date.now() - started) / 1000 || 1;
@@ -332,7 +332,7 @@ async function main(name: Direction, argv: string[]): Promise<number> {
     report.stopProgress();
     await image.close();
   }
-  if (interrupted) return EXIT_INTERRUPTED;
+  if (interrupted !== undefined) return interrupted;
   report.summarize();
   return report.errors ? EXIT_SOME_FAILED : EXIT_OK;
 }

@@ -6,7 +6,7 @@ import { dirname, basename, join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as zlib from 'node:zlib';
 import { pack as tarPack } from 'tar-stream';
-import { bytes, commandOutput, integerOption, onInterrupt, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { bytes, commandOutput, integerOption, onInterrupt, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, Excluder, openImage, resolveInImage, Reporter, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { ArchiveClosed, ExportOptions, ownerNames, padToRecord, shown, TarExporter, useOwnHeaders } from './export';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -133,18 +133,18 @@ async function main(argv: string[]): Promise<number> {
   // before the kernel boots.  stopExport is set only while the archive's
   // pipeline is there to hear it: a pack destroyed before that, or after
   // the pipeline settled, would throw its error with no one listening.
-  let interrupted = false;
+  let interrupted: number | undefined; // the status to exit with
   let stopExport: (() => void) | undefined;
   let partial: string | undefined;
   onInterrupt(
-    () => {
-      interrupted = true;
+    (status) => {
+      interrupted = status;
       report.stopProgress();
       stopExport?.();
     },
-    () => {
+    (status) => {
       if (partial) rmSync(partial, { force: true });
-      process.exit(EXIT_INTERRUPTED);
+      process.exit(status);
     },
   );
 
@@ -197,7 +197,7 @@ async function main(argv: string[]): Promise<number> {
 
     // Interrupted during the boot, the mount or the look at the image:
     // no archive is begun.
-    if (interrupted) return EXIT_INTERRUPTED;
+    if (interrupted !== undefined) return interrupted;
     const compress = o.gzip ? [zlib.createGzip()] : o.zstd ? [(zlib as unknown as { createZstdCompress(): NodeJS.ReadWriteStream }).createZstdCompress()] : [];
     const out = toStdout ? process.stdout : createWriteStream(partial ?? target);
     let writeError: NodeJS.ErrnoException | undefined;
@@ -215,7 +215,7 @@ async function main(argv: string[]): Promise<number> {
       if (!(e instanceof ArchiveClosed) && !writeError) throw e;
     }
     await writing;
-    if (interrupted) return EXIT_INTERRUPTED;
+    if (interrupted !== undefined) return interrupted;
     if (writeError) {
       throw new Error(
         writeError.code === 'EPIPE'
@@ -231,12 +231,12 @@ async function main(argv: string[]): Promise<number> {
       // Renamed only once the image is closed: a signal while it closes
       // leaves no archive either.  From here to the exit nothing waits, so
       // no later signal is handled.
-      if (partial && complete && !interrupted) renameSync(partial, target);
+      if (partial && complete && interrupted === undefined) renameSync(partial, target);
     } finally {
       if (partial) rmSync(partial, { force: true }); // there still unless renamed
       // What is still queued for a reader that went quiet (a pipe) is
       // dropped: an interrupted archive is incomplete anyway.
-      if (interrupted) process.exit(EXIT_INTERRUPTED);
+      if (interrupted !== undefined) process.exit(interrupted);
     }
   }
   if (selinux) writeFileSync(o.selinux!, Buffer.concat(selinux));

@@ -3,7 +3,7 @@
 // other FUSE filesystems: lklfuse IMAGE MOUNTPOINT -o type=ext4,ro.
 import { constants } from 'node:os';
 import { Command } from 'commander';
-import { commandOutput, EXIT_FATAL, EXIT_INTERRUPTED, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MAX_ID, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
+import { commandOutput, EXIT_FATAL, EXIT_OK, EXIT_SOME_FAILED, integerOption, isFstabOnly, MAX_ID, MIN_MEMORY_MB, run, versionText, parseCommandLine } from '@lkl-um/core';
 import { FuseMount, mount, MountOptions, unmountAndWait } from './mount';
 
 // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -238,15 +238,18 @@ async function main(argv: string[]): Promise<number> {
   // there (between mount()'s own and this one) was dropped by Node, and the
   // mount stayed.  One during the start is acted on once the server is
   // ready for it, and the command says it was interrupted.
-  let interrupted = false;
+  let interrupted: number | undefined; // the status to exit with, if so
   let server: number | undefined;
-  const unmountOnSignal = () => {
-    interrupted = true;
+  const askToUnmount = () => {
     try {
       if (server !== undefined) process.kill(server, 'SIGTERM');
     } catch {
       // Gone already: mount()'s own handler stopped it.
     }
+  };
+  const unmountOnSignal = (signal: NodeJS.Signals) => {
+    interrupted = 128 + constants.signals[signal];
+    askToUnmount();
   };
   if (foreground) for (const s of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.on(s, unmountOnSignal);
   let m: FuseMount;
@@ -261,15 +264,15 @@ async function main(argv: string[]): Promise<number> {
       warn: (message) => flags.quiet || process.stderr.write(`lklfuse: warning: ${message}\n`),
     });
   } catch (e) {
-    if (interrupted) return EXIT_INTERRUPTED; // stopped by mount(), as asked
+    if (interrupted !== undefined) return interrupted; // stopped by mount(), as asked
     throw e;
   }
   if (!foreground) return EXIT_OK;
   server = m.pid;
-  if (interrupted) {
-    unmountOnSignal();
+  if (interrupted !== undefined) {
+    askToUnmount();
     await m.exited;
-    return EXIT_INTERRUPTED;
+    return interrupted;
   }
   if (!flags.quiet) process.stderr.write(`lklfuse: ${image} (${m.type}) on ${m.mountpoint}; Ctrl-C unmounts\n`);
   const status = await m.exited;

@@ -358,7 +358,12 @@ while n < 3 << 20: n += os.copy_file_range(s, d, (3 << 20) - n)`, join(mnt, 'sou
     fs.writeFileSync(f, Buffer.alloc(32 << 20, 1));
     syncAt(f);
     const before = fs.statSync(image).blocks * 512;
+    const free = () => Number(fs.statfsSync(mnt).bfree) * Number(fs.statfsSync(mnt).bsize);
+    const freeBefore = free();
     fs.unlinkSync(f);
+    // The blocks are freed when the server lets go of the file, at the
+    // host's FORGET, which comes after the unlink's reply: wait for it.
+    expect(waitFor(() => free() - freeBefore >= 30 << 20)).toBe(true);
     syncAt(mnt); // the journal commits: only then are the blocks free to trim
     expect(run('fstrim', ['-v', mnt])).toMatch(/trimmed/);
     expect(before - fs.statSync(image).blocks * 512).toBeGreaterThanOrEqual(30 << 20);
